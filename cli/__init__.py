@@ -1,0 +1,1 @@
+"""The ``notify`` command: a thin Typer + Rich layer over ``namaskah_notify``."""

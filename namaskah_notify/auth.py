@@ -1,0 +1,155 @@
+"""JSON Web Tokens: the signing key, verification for the server, minting for the CLI and tests.
+
+All use of PyJWT lives here, and its errors become :class:`AuthError` with a reason a client can show.
+Imports ``config`` and ``errors``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from .config import Settings
+from .errors import AuthError
+
+SECRET_FILE = "jwt_secret"
+MIN_SECRET_BYTES = 32
+MAX_TOKEN_CHARS = 8192
+_HMAC = {"HS256", "HS384", "HS512"}
+_ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a verified token speaks for."""
+
+    user_id: str
+    is_admin: bool
+    expires_at: float
+
+
+def load_or_create_secret(data_dir: Path) -> str:
+    """The embedded default's HMAC secret: made once, kept in the data folder with mode 0600."""
+    path = data_dir / SECRET_FILE
+    if path.exists():
+        return path.read_text().strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secret + "\n")
+    return secret
+
+
+def _verification_key(settings: Settings) -> str | bytes:
+    algorithms = set(settings.jwt_algorithms)
+    if not algorithms or not algorithms <= _HMAC | _ASYMMETRIC:
+        raise ValueError(f"NOTIFY_JWT_ALGORITHMS must name only {sorted(_HMAC | _ASYMMETRIC)}")
+    if algorithms <= _HMAC:
+        secret = signing_secret(settings)
+        if len(secret.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(f"NOTIFY_JWT_SECRET must be at least {MIN_SECRET_BYTES} bytes")
+        return secret
+    if algorithms & _HMAC:
+        # One key for both families is exactly the algorithm-confusion hole; refuse to start.
+        raise ValueError("NOTIFY_JWT_ALGORITHMS may not mix HMAC and public-key algorithms")
+    if not settings.jwt_public_key:
+        raise ValueError("NOTIFY_JWT_PUBLIC_KEY is required for public-key algorithms")
+    key = settings.jwt_public_key.strip()
+    if not key.startswith("-----BEGIN"):
+        key = Path(key).read_text()
+    return key
+
+
+def signing_secret(settings: Settings) -> str:
+    """The HMAC secret: ``NOTIFY_JWT_SECRET`` if set, else the data folder's."""
+    if settings.jwt_secret is not None:
+        return settings.jwt_secret.get_secret_value()
+    return load_or_create_secret(settings.data_dir)
+
+
+class TokenVerifier:
+    """Verifies tokens exactly as contract section 1 says; built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = _verification_key(settings)
+        self._algorithms = list(settings.jwt_algorithms)
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+        self._leeway = settings.jwt_leeway_s
+
+    def verify(self, token: str | None) -> Identity:
+        if not token:
+            raise AuthError("token missing")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise AuthError("token too long")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token not yet valid") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"token lacks the {exc.claim} claim") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("token audience not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("token issuer not accepted") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError("token algorithm not accepted") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("token signature invalid") from None
+        except jwt.PyJWTError:
+            raise AuthError("token invalid") from None
+        return _identity(claims)
+
+
+def _identity(claims: dict) -> Identity:
+    user = claims.get("sub")
+    if user is None:
+        user = claims.get("user_id")  # the origin document's tokens
+    if isinstance(user, int) and not isinstance(user, bool):
+        user = str(user)
+    if not isinstance(user, str) or not user or len(user) > 128:
+        raise AuthError("token has no usable sub or user_id claim")
+    exp = claims["exp"]
+    if not isinstance(exp, int | float):
+        raise AuthError("token exp invalid")
+    return Identity(user_id=user, is_admin=claims.get("role") == "admin", expires_at=float(exp))
+
+
+def mint_token(
+    settings: Settings,
+    user_id: str,
+    *,
+    admin: bool = False,
+    ttl_s: float = 3600,
+    extra: dict | None = None,
+) -> str:
+    """Sign an HS256-family token with the service's own secret (for the CLI, demos and tests)."""
+    algorithm = settings.jwt_algorithms[0]
+    if algorithm not in _HMAC:
+        raise ValueError("minting needs an HMAC algorithm; the web app mints public-key tokens")
+    now = int(time.time())
+    claims: dict = {"sub": user_id, "iat": now, "exp": now + int(ttl_s)}
+    if admin:
+        claims["role"] = "admin"
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    claims.update(extra or {})
+    return jwt.encode(claims, signing_secret(settings), algorithm=algorithm)

@@ -1,0 +1,22 @@
+"""Brokers carry published frames from the dispatcher to every node's hub. Chosen by URL scheme.
+
+``memory://`` is the in-process reference implementation; others are imported only when named.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import Broker, Deliver, Envelope
+
+__all__ = ["Broker", "Deliver", "Envelope", "create_broker"]
+
+
+def create_broker(url: str) -> Broker:
+    """The broker for ``url``; an unknown scheme is a configuration error at start-up."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryBroker
+
+        return MemoryBroker()
+    raise ValueError(f"NOTIFY_BROKER_URL scheme {scheme!r} is not supported (use memory://)")

@@ -1,0 +1,23 @@
+"""The in-process broker: one process, no services; the reference every other broker must match."""
+
+from __future__ import annotations
+
+from .base import Broker, Deliver, Envelope
+
+
+class MemoryBroker(Broker):
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver) -> None:
+        self._deliver = deliver
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        if self._deliver is not None:
+            self._deliver(envelopes)
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._deliver = None

@@ -1,0 +1,74 @@
+"""The app's parts as FastAPI dependencies, in one place: ``ServicesDep``, ``UserDep``, ``AdminDep``.
+
+Imports ``auth``, ``brokers``, ``config``, ``dispatcher``, ``errors``, ``hub``, ``stats`` and ``store``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from .auth import Identity, TokenVerifier
+from .brokers import Broker
+from .config import Settings
+from .dispatcher import Dispatcher
+from .errors import AuthError, Forbidden
+from .hub import Hub
+from .stats import Stats
+from .store import Store
+
+
+@dataclass(slots=True)
+class Services:
+    """What one running app is made of; built in the lifespan, kept on ``app.state.services``."""
+
+    settings: Settings
+    verifier: TokenVerifier
+    store: Store
+    broker: Broker
+    hub: Hub
+    dispatcher: Dispatcher
+    stats: Stats
+    node_id: str
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+_bearer = HTTPBearer(auto_error=False)
+
+
+def current_user(
+    services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Identity:
+    if credentials is None:
+        raise AuthError("token missing: send Authorization: Bearer <JWT>")
+    return services.verifier.verify(credentials.credentials)
+
+
+UserDep = Annotated[Identity, Depends(current_user)]
+
+
+def admin_user(identity: UserDep) -> Identity:
+    if not identity.is_admin:
+        raise Forbidden("this endpoint needs a token with role admin")
+    return identity
+
+
+AdminDep = Annotated[Identity, Depends(admin_user)]
+
+
+def optional_admin(services: ServicesDep, request: Request, enabled: bool) -> None:
+    """For endpoints that are public unless configured otherwise (stats, metrics)."""
+    if not enabled:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    identity = services.verifier.verify(token if scheme.lower() == "bearer" else None)
+    if not identity.is_admin:
+        raise Forbidden("this endpoint needs a token with role admin")

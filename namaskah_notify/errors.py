@@ -1,0 +1,80 @@
+"""The service's errors; each knows its HTTP status, WebSocket close code and wire code.
+
+Routes map errors in one place (``app.py`` for HTTP, ``routes/websocket.py`` for sockets)::
+
+    NotifyError                      500 / 1011  internal
+    ├── AuthError                    401 / 4401  unauthorized   missing, invalid or expired token
+    ├── Forbidden                    403 / 4403  forbidden      not admin, or Origin not allowed
+    ├── NotFound                     404 / -     not_found      not there, or not the caller's
+    ├── ProtocolError                400 / -     bad_json, unknown_type, bad_frame, ...
+    ├── TooLarge                     413 / 1009  too_large
+    ├── TooManyConnections           429 / 4429  too_many_connections
+    ├── RateLimited                  429 / 1008  rate_limited
+    └── Unavailable                  503 / 1011  unavailable    database or broker down
+
+Imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+
+class NotifyError(Exception):
+    status = 500
+    close_code = 1011
+    code = "internal"
+
+    def __init__(self, message: str = "internal error", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class AuthError(NotifyError):
+    status = 401
+    close_code = 4401
+    code = "unauthorized"
+
+
+class Forbidden(NotifyError):
+    status = 403
+    close_code = 4403
+    code = "forbidden"
+
+
+class NotFound(NotifyError):
+    status = 404
+    close_code = 1008
+    code = "not_found"
+
+
+class ProtocolError(NotifyError):
+    """A client frame that cannot be served; answered with an ``error`` frame, connection kept."""
+
+    status = 400
+    close_code = 1003
+    code = "bad_frame"
+
+
+class TooLarge(NotifyError):
+    status = 413
+    close_code = 1009
+    code = "too_large"
+
+
+class TooManyConnections(NotifyError):
+    status = 429
+    close_code = 4429
+    code = "too_many_connections"
+
+
+class RateLimited(NotifyError):
+    status = 429
+    close_code = 1008
+    code = "rate_limited"
+
+
+class Unavailable(NotifyError):
+    status = 503
+    close_code = 1011
+    code = "unavailable"

@@ -1,0 +1,250 @@
+"""The connections of this node, by user, and the one sender task each connection owns.
+
+Delivering (``Hub.deliver``, called by the broker) only puts frames on bounded per-connection queues; it
+never awaits a client. Each connection's sender task writes its queue to the socket in ``seq`` order,
+skipping what it already sent and filling a gap from the store, so one slow client holds up nobody and a
+client that lets its queue fill is closed (1008) and recovers by resuming.
+Imports ``brokers.base``, ``errors``, ``protocol``, ``stats`` and ``store``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+from . import protocol
+from .brokers.base import Envelope
+from .errors import NotifyError, TooManyConnections
+from .stats import Stats
+from .store import Store
+
+log = logging.getLogger("namaskah_notify.hub")
+
+SendText = Callable[[str], Awaitable[None]]
+CloseSocket = Callable[[int, str], Awaitable[None]]
+
+
+class TokenBucket:
+    """Client frames allowed per second, with a burst. Below zero, frames are refused; far below, the
+    connection is closed."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> int:
+        """1: serve the frame; 0: refuse it (``rate_limited``); -1: close the connection (1008)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1
+        if self.tokens >= 0:
+            return 1
+        return 0 if self.tokens > -self.burst else -1
+
+
+class Connection:
+    """One open WebSocket of one user."""
+
+    def __init__(
+        self,
+        user_id: str,
+        send_text: SendText,
+        close_socket: CloseSocket,
+        *,
+        store: Store,
+        stats: Stats,
+        queue_size: int,
+        replay_limit: int,
+    ) -> None:
+        self.id = secrets.token_hex(8)
+        self.user_id = user_id
+        self.last_seq = 0  # highest seq written to this socket
+        self.closed = False
+        self.close_code: int | None = None
+        self._send_text = send_text
+        self._close_socket = close_socket
+        self._store = store
+        self._stats = stats
+        self._replay_limit = replay_limit
+        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=queue_size)
+        self._sender: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._timers: list[asyncio.TimerHandle] = []
+        self._created: dict[int, float] = {}  # seq -> created_at of recent live pushes, for acks
+
+    # -- writing -------------------------------------------------------------------------------------
+    async def send(self, frame: str) -> None:
+        """Write one frame now; only before the sender starts, or from the sender itself."""
+        await self._send_text(frame)
+
+    def enqueue(self, envelope: Envelope) -> bool:
+        """Queue a frame without waiting; a full queue closes this connection. False when dropped."""
+        if self.closed:
+            return False
+        try:
+            self._queue.put_nowait(envelope)
+        except asyncio.QueueFull:
+            self._stats.overflowed()
+            log.warning("send queue full: user=%s connection=%s closing 1008", self.user_id, self.id)
+            self.close(1008, "send queue full; reconnect with since_seq")
+            return False
+        return True
+
+    def start_sender(self) -> None:
+        self._sender = asyncio.create_task(self._run_sender(), name=f"sender-{self.id}")
+
+    async def _run_sender(self) -> None:
+        try:
+            while True:
+                envelope = await self._queue.get()
+                if envelope.seq is None:
+                    await self._send_text(envelope.frame)
+                    continue
+                if envelope.seq <= self.last_seq:
+                    continue  # already sent: by the replay, or it existed before we connected
+                if envelope.seq > self.last_seq + 1:
+                    await self._fill_gap(envelope.seq - 1)
+                await self._push(envelope.frame, envelope.seq, envelope.created)
+        except asyncio.CancelledError:
+            raise
+        except NotifyError as exc:
+            log.warning("sender stopped: user=%s connection=%s: %s", self.user_id, self.id, exc.message)
+            self.close(exc.close_code, exc.message[:120])
+        except Exception:  # the socket went away mid-send; the receive loop sees the disconnect
+            log.debug("sender ended: user=%s connection=%s", self.user_id, self.id, exc_info=True)
+
+    async def _push(self, frame: str, seq: int, created: float | None) -> None:
+        await self._send_text(frame)
+        self.last_seq = seq
+        if created is not None:
+            self._stats.pushed(created, time.time())
+            self._created[seq] = created
+            if len(self._created) > 256:
+                del self._created[next(iter(self._created))]
+
+    def pushed_at(self, seq: int) -> float | None:
+        """``created_at`` of a recently pushed ``seq`` (once), to turn its ack into a latency."""
+        return self._created.pop(seq, None)
+
+    async def _fill_gap(self, upto_seq: int) -> None:
+        """Frames can arrive out of order across publishers; what is missing is stored, so read it."""
+        missing = await self._store.between(self.user_id, self.last_seq, upto_seq, self._replay_limit)
+        for record in missing:
+            await self._push(protocol.notification_frame(record), record.seq, record.created_at.timestamp())
+
+    async def replay(self, since_seq: int, last_seq: int) -> None:
+        """Resume: send every stored ``seq > since_seq`` then ``resumed``, or ``resync_required``."""
+        if since_seq > last_seq or last_seq - since_seq > self._replay_limit:
+            self.last_seq = last_seq
+            await self.send(protocol.resync_required_frame(last_seq))
+            return
+        self.last_seq = since_seq
+        records = await self._store.between(self.user_id, since_seq, None, self._replay_limit)
+        for record in records:
+            await self._push(protocol.notification_frame(record), record.seq, None)
+        self._stats.replayed_total += len(records)
+        await self.send(protocol.resumed_frame(len(records), self.last_seq))
+
+    # -- timers and closing --------------------------------------------------------------------------
+    def arm_expiry(self, expires_at: float, warning_s: float, grace_s: float) -> None:
+        """Warn with ``token_expiring`` before ``exp``; close 4401 once it has passed (plus leeway)."""
+        for timer in self._timers:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        left = expires_at - time.time()
+        warn_in = max(0.0, left - warning_s)
+        self._timers = [
+            loop.call_later(warn_in, self._warn_expiry, expires_at),
+            loop.call_later(max(0.0, left + grace_s), self.close, 4401, "token expired"),
+        ]
+
+    def _warn_expiry(self, expires_at: float) -> None:
+        self.enqueue(Envelope(self.user_id, protocol.token_expiring_frame(expires_at - time.time())))
+
+    def close(self, code: int, reason: str) -> None:
+        """Close once: stop the sender, then send the close frame in the background."""
+        if self.closed:
+            return
+        self.closed = True
+        self.close_code = code
+        for timer in self._timers:
+            timer.cancel()
+        if self._sender is not None and self._sender is not asyncio.current_task():
+            self._sender.cancel()
+        self._closer = asyncio.create_task(self._close_quietly(code, reason))
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._close_socket(code, reason)
+
+    async def finish(self) -> None:
+        """Called when the socket is gone: stop everything this connection started."""
+        self.closed = True
+        for timer in self._timers:
+            timer.cancel()
+        for task in (self._sender, self._closer):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+
+
+class Hub:
+    """Connections by user on this node."""
+
+    def __init__(self, stats: Stats, max_per_user: int) -> None:
+        self._stats = stats
+        self._max_per_user = max_per_user
+        self._users: dict[str, dict[str, Connection]] = {}
+        self.connection_count = 0
+        stats.bind_gauges(lambda: self.connection_count, lambda: len(self._users))
+
+    @property
+    def user_count(self) -> int:
+        return len(self._users)
+
+    def user_ids(self) -> list[str]:
+        return list(self._users)
+
+    def connections_of(self, user_id: str) -> int:
+        return len(self._users.get(user_id, ()))
+
+    def register(self, connection: Connection) -> None:
+        """Add a connection; over the per-user limit raises ``TooManyConnections`` (4429)."""
+        mine = self._users.setdefault(connection.user_id, {})
+        if len(mine) >= self._max_per_user:
+            if not mine:
+                del self._users[connection.user_id]
+            raise TooManyConnections(f"at most {self._max_per_user} connections per user")
+        mine[connection.id] = connection
+        self.connection_count += 1
+        self._stats.opened()
+
+    def unregister(self, connection: Connection) -> None:
+        mine = self._users.get(connection.user_id)
+        if mine is None or mine.pop(connection.id, None) is None:
+            return
+        self.connection_count -= 1
+        if not mine:
+            del self._users[connection.user_id]
+
+    def deliver(self, envelopes: list[Envelope]) -> None:
+        """The broker's callback: queue each frame on every connection of its user. Never awaits."""
+        users = self._users
+        for envelope in envelopes:
+            mine = users.get(envelope.user_id)
+            if mine:
+                for connection in list(mine.values()):
+                    connection.enqueue(envelope)
+
+    def close_all(self, code: int, reason: str) -> None:
+        for mine in list(self._users.values()):
+            for connection in list(mine.values()):
+                connection.close(code, reason)

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes: thin functions that parse, call the dispatcher or store, and render."""

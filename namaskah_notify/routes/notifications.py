@@ -1,0 +1,81 @@
+"""The user's notifications over HTTP (the polling fallback) and the admin publish endpoints."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+
+from ..deps import AdminDep, ServicesDep, UserDep
+from ..errors import ProtocolError
+from ..schemas import PublishBody, SmsInboundBody
+
+router = APIRouter(prefix="/api")
+
+
+@router.get("/notifications")
+async def list_notifications(
+    services: ServicesDep,
+    user: UserDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    since_seq: Annotated[int | None, Query(ge=0)] = None,
+) -> dict[str, Any]:
+    """Newest first (``before_seq`` pages back) or oldest first after ``since_seq`` (catching up)."""
+    if before_seq is not None and since_seq is not None:
+        raise ProtocolError("give before_seq or since_seq, not both", code="bad_request")
+    items = await services.store.page(user.user_id, limit=limit + 1, before_seq=before_seq, since_seq=since_seq)
+    unread, last_seq = await services.store.state(user.user_id)
+    return {
+        "items": [n.to_wire() for n in items[:limit]],
+        "unread_count": unread,
+        "last_seq": last_seq,
+        "has_more": len(items) > limit,
+    }
+
+
+@router.get("/notifications/unread-count")
+async def unread_count(services: ServicesDep, user: UserDep) -> dict[str, int]:
+    """The bell badge."""
+    return {"unread_count": await services.store.unread_count(user.user_id)}
+
+
+@router.post("/notifications/read-all")
+async def read_all(services: ServicesDep, user: UserDep) -> dict[str, int]:
+    """Mark every notification of the caller read; every tab gets a ``read`` event."""
+    await services.dispatcher.mark_all_read(user.user_id)
+    return {"unread_count": 0}
+
+
+@router.post("/notifications/{notification_id}/read")
+async def read_one(services: ServicesDep, user: UserDep, notification_id: str) -> dict[str, Any]:
+    """Mark one of the caller's notifications read; 404 when it is not the caller's."""
+    record = await services.dispatcher.mark_read(user.user_id, notification_id[:128])
+    return record.to_wire()
+
+
+@router.post("/notifications", status_code=status.HTTP_201_CREATED)
+async def publish(services: ServicesDep, _admin: AdminDep, body: PublishBody) -> dict[str, Any]:
+    """Store and push a notification to one user, several, or every user connected right now."""
+    fields = {"title": body.title, "message": body.message, "type": body.type, "link": body.link,
+              "meta": body.meta}
+    if body.broadcast:
+        records = await services.dispatcher.broadcast(**fields)
+        return {"count": len(records)}
+    records = await services.dispatcher.notify(body.recipients(), **fields)
+    if body.user_id is not None:
+        return records[0].to_wire()
+    return {"count": len(records), "items": [r.to_wire() for r in records]}
+
+
+@router.post("/sms/inbound", status_code=status.HTTP_201_CREATED)
+async def sms_inbound(
+    services: ServicesDep, _admin: AdminDep, body: SmsInboundBody, response: Response
+) -> dict[str, Any]:
+    """A provider's webhook: an SMS code arrived for a verification; a retried ``message_id`` is 200."""
+    record, created = await services.dispatcher.on_sms_received(
+        body.user_id, body.verification_id, body.service, body.code, body.message_id
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return record.to_wire()

@@ -1,0 +1,108 @@
+"""Shapes of data: the stored notification as the rest of the code sees it, and HTTP request bodies.
+
+The ORM classes stay inside ``store.py``; everything else passes :class:`Notification` around.
+Imports nothing of ours.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+_LINK = re.compile(r"^(/(?!/)|https?://)[^\s<>\"'`]*$")
+
+
+def iso(moment: datetime) -> str:
+    """ISO-8601 in UTC with milliseconds and ``Z``: what browsers and Python both parse."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: str
+    user_id: str
+    seq: int
+    title: str
+    message: str
+    type: str
+    link: str | None
+    created_at: datetime
+    is_read: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The ``data`` of a ``notification`` frame, and an item of the HTTP list."""
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "user_id": self.user_id,
+            "title": self.title,
+            "message": self.message,
+            "type": self.type,
+            "link": self.link,
+            "created_at": iso(self.created_at),
+            "is_read": self.is_read,
+            "meta": self.meta,
+        }
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PublishBody(_Body):
+    """``POST /api/notifications``: exactly one of ``user_id``, ``user_ids`` or ``broadcast``."""
+
+    user_id: UserId | None = None
+    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
+    broadcast: bool = False
+    title: str = Field(min_length=1, max_length=200)
+    message: str = Field(default="", max_length=2000)
+    type: str = Field(default="info", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    link: str | None = Field(default=None, max_length=2048)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("link")
+    @classmethod
+    def _safe_link(cls, value: str | None) -> str | None:
+        if value is not None and not _LINK.match(value):
+            raise ValueError("link must be a path starting with / or an http(s) URL")
+        return value
+
+    @field_validator("meta")
+    @classmethod
+    def _small_meta(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > 32 or len(repr(value)) > 4096:
+            raise ValueError("meta must be at most 32 keys and 4 KiB")
+        return value
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> PublishBody:
+        chosen = sum([self.user_id is not None, self.user_ids is not None, self.broadcast])
+        if chosen != 1:
+            raise ValueError("give exactly one of user_id, user_ids or broadcast: true")
+        return self
+
+    def recipients(self) -> list[str]:
+        if self.user_id is not None:
+            return [self.user_id]
+        return list(dict.fromkeys(self.user_ids or []))
+
+
+class SmsInboundBody(_Body):
+    """``POST /api/sms/inbound``: a provider saw a code for a verification."""
+
+    user_id: UserId
+    verification_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    service: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=3, max_length=16, pattern=r"^[A-Za-z0-9-]+$")
+    message_id: str | None = Field(default=None, min_length=1, max_length=256)

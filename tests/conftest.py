@@ -1,0 +1,166 @@
+"""Test fixtures: the real server in a subprocess on a free port, real WebSocket and HTTP clients.
+
+``server`` is one shared server (default settings, its own data folder) for tests that use their own
+user ids; ``make_server(**env)`` starts a dedicated one with ``NOTIFY_*`` overrides, stopped after the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from namaskah_notify.auth import mint_token
+from namaskah_notify.config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServerProcess:
+    """``notify serve`` as a user would run it, with its output captured to a file."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = {k: str(v) for k, v in (env or {}).items()}
+        self.port = port or free_port()
+        self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/notifications"
+
+    def settings(self) -> Settings:
+        values = {k.removeprefix("NOTIFY_").lower(): v for k, v in self.env.items() if k.startswith("NOTIFY_")}
+        values["data_dir"] = self.data_dir
+        return Settings(**values)
+
+    def start(self, timeout: float = 20) -> ServerProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
+        env.update(self.env)
+        env["PYTHONUNBUFFERED"] = "1"
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--data-dir", str(self.data_dir)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not start in {timeout}s:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def token(self, user: str, *, admin: bool = False, ttl: float = 3600, **claims: Any) -> str:
+        return mint_token(self.settings(), user, admin=admin, ttl_s=ttl, extra=claims or None)
+
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token('ops', admin=True)}"}
+
+    def user_headers(self, user: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(user)}"}
+
+    def publish(self, user: str | list[str], title: str = "Hello", **fields: Any) -> httpx.Response:
+        body: dict[str, Any] = {"title": title, **fields}
+        if isinstance(user, list):
+            body["user_ids"] = user
+        else:
+            body["user_id"] = user
+        return httpx.post(f"{self.url}/api/notifications", json=body, headers=self.admin_headers(), timeout=10)
+
+    def ws(self, token: str | None = None, *, query: str = "", **kwargs: Any) -> connect:
+        """A WebSocket client; pass ``token`` for ``?token=``, or headers / no token for other ways."""
+        params = [p for p in ((f"token={token}" if token else ""), query) if p]
+        url = self.ws_url + ("?" + "&".join(params) if params else "")
+        kwargs.setdefault("open_timeout", 10)
+        return connect(url, **kwargs)
+
+
+async def recv_json(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
+    """The next frame as JSON (fails the test on timeout)."""
+    import asyncio
+
+    raw = await asyncio.wait_for(ws.recv(), timeout)
+    return json.loads(raw)
+
+
+async def recv_until(ws: ClientConnection, kind: str, timeout: float = 5) -> dict[str, Any]:
+    """Skip frames until one of type ``kind``."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        left = deadline - asyncio.get_running_loop().time()
+        frame = await recv_json(ws, max(0.01, left))
+        if frame.get("type") == kind:
+            return frame
+
+
+def new_user(prefix: str = "user") -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One shared server on the embedded defaults."""
+    process = ServerProcess(tmp_path_factory.mktemp("shared") / "data").start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start dedicated servers with ``NOTIFY_*`` overrides; each is stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def factory(data_dir: Path | None = None, port: int | None = None, **env: Any) -> ServerProcess:
+        folder = data_dir or tmp_path / f"data{len(started)}"
+        process = ServerProcess(folder, {k: str(v) for k, v in env.items()}, port=port).start()
+        started.append(process)
+        return process
+
+    yield factory
+    for process in started:
+        process.stop()
