@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from .auth import TokenVerifier
 from .brokers import create_broker
@@ -21,7 +22,7 @@ from .config import Settings
 from .db import create_engine, create_schema
 from .deps import Services
 from .dispatcher import Dispatcher
-from .errors import NotifyError
+from .errors import NotFound, NotifyError
 from .hub import Hub
 from .limits import BodySizeLimit
 from .routes import notifications, ops, websocket
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(websocket.router)
     app.include_router(notifications.router)
     app.include_router(ops.router)
+    _mount_static(app, settings)
 
     @app.exception_handler(NotifyError)
     async def _notify_error(_request: Request, exc: NotifyError) -> JSONResponse:
@@ -73,3 +75,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=headers)
 
     return app
+
+
+def _mount_static(app: FastAPI, settings: Settings) -> None:
+    """``/static`` (the browser client) and ``/`` (the demo dashboard), when the folder is there."""
+    folder = settings.resolved_static_dir
+    if not folder.is_dir():
+        return
+    app.mount("/static", StaticFiles(directory=folder), name="static")
+    index = folder / "index.html"
+
+    @app.get("/", include_in_schema=False)
+    async def dashboard() -> FileResponse:
+        if not index.is_file():
+            raise NotFound("no dashboard in the static folder")
+        return FileResponse(index)

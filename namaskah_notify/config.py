@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
 
     log_level: str = "info"
+    # The browser client and demo dashboard; by default the repository's ``static/`` folder.
+    static_dir: Path | None = None
 
     @field_validator("jwt_algorithms", "allowed_origins", mode="before")
     @classmethod
@@ -61,6 +63,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @property
+    def resolved_static_dir(self) -> Path:
+        return self.static_dir or Path(__file__).resolve().parents[1] / "static"
 
     @property
     def resolved_database_url(self) -> str:
