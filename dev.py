@@ -2,13 +2,14 @@
 """Set up a local virtual environment and run the server or the tests; needs only Python >= 3.11.
 
     python3 dev.py serve [notify serve options]   # embedded defaults: SQLite + in-process broker
-    python3 dev.py test  [pytest options]         # ruff, then every test
+    python3 dev.py test  [pytest options]         # ruff, then every test (browser tests need Debian's chromium)
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -17,7 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("NOTIFY_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = ".[test,postgres,redis]"
+EXTRAS = ".[test]"
+CHROMIUM = Path("/usr/bin/chromium")  # the browser tests drive Debian's build; Playwright downloads none
 
 
 def run(*args: str | Path) -> None:
@@ -40,6 +42,21 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
+def ensure_chromium() -> None:
+    """Install Debian's chromium when it is missing and we may (root with apt-get), else say what to do."""
+    if CHROMIUM.exists():
+        return
+    if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing chromium (apt-get) for the browser tests", flush=True)
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
+                       stdout=subprocess.DEVNULL)
+        return
+    sys.exit(f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
+             "(sudo apt-get install chromium), then run this again")
+
+
 def main() -> None:
     command, *rest = sys.argv[1:] or ["help"]
     if command not in {"serve", "test", "setup"}:
@@ -48,6 +65,7 @@ def main() -> None:
     if command == "serve":
         os.execv(BIN / "notify", [str(BIN / "notify"), "serve", *rest])
     if command == "test":
+        ensure_chromium()
         run(BIN / "ruff", "check", ".")
         os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *rest])
 

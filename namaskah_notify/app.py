@@ -13,18 +13,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from .auth import TokenVerifier
 from .brokers import create_broker
 from .config import Settings
-from .db import create_engine, create_schema
+from .db import create_engine, upgrade_schema
 from .deps import Services
 from .dispatcher import Dispatcher
 from .errors import NotFound, NotifyError
 from .hub import Hub
 from .limits import BodySizeLimit
+from .node import Node
 from .routes import notifications, ops, websocket
 from .stats import Stats
 from .store import Store
@@ -36,29 +39,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; a bad configuration (short secret, unknown broker) fails here, before serving."""
     settings = settings or Settings()
     verifier = TokenVerifier(settings)
-    broker = create_broker(settings.broker_url)
     node_id = settings.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
+    broker = create_broker(settings.broker_url, node_id, settings.node_ttl_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         try:
-            await create_schema(engine)
+            if settings.auto_migrate:
+                await upgrade_schema(engine)
         except Exception:
             await engine.dispose()
             raise
         stats = Stats()
         hub = Hub(stats, settings.max_connections_per_user)
         store = Store(engine)
-        dispatcher = Dispatcher(store, broker, stats, presence=hub.user_ids)
-        await broker.start(hub.deliver)
-        app.state.services = Services(settings, verifier, store, broker, hub, dispatcher, stats, node_id)
+
+        async def presence() -> list[str]:
+            """Users connected anywhere in the cluster (this node's when alone or Redis is down)."""
+            try:
+                users = await broker.connected_users()
+            except Exception:
+                users = None
+            return hub.user_ids() if users is None else users
+
+        dispatcher = Dispatcher(store, broker, stats, presence=presence)
+        node = Node(node_id, hub, store, broker, stats, reconcile_interval_s=settings.reconcile_interval_s,
+                    heartbeat_interval_s=min(1.0, settings.node_ttl_s / 3))
+        await broker.start(hub.deliver, on_gap=node.gap)
+        node.start()
+        app.state.services = Services(settings, verifier, store, broker, hub, dispatcher, stats, node)
         log.info("ready: node=%s database=%s broker=%s", node_id, engine.url.get_backend_name(),
                  settings.broker_url.split("://", 1)[0])
         try:
             yield
         finally:
             hub.close_all(1001, "server shutting down")
+            await node.stop()
             await broker.close()
             await engine.dispose()
 
@@ -74,7 +91,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=headers)
 
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input and fails with a 500 on bytes that are not UTF-8
+        # or on lone surrogates; keep its shape but make every string encodable.
+        detail = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")})
+        return JSONResponse({"detail": _encodable(detail)}, status_code=422)
+
     return app
+
+
+def _encodable(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_encodable(v) for v in value]
+    if isinstance(value, dict):
+        return {_encodable(k): _encodable(v) for k, v in value.items()}
+    return value
 
 
 def _mount_static(app: FastAPI, settings: Settings) -> None:

@@ -39,11 +39,21 @@ def load_or_create_secret(data_dir: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     data_dir.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # Written whole under a private name, then linked into place: processes starting together on one
+    # data folder all end up with the one secret that won, never a half-written file.
+    scratch = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
-    return secret
+        handle.write(secrets.token_urlsafe(48) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    try:
+        os.link(scratch, path)
+    except FileExistsError:
+        pass
+    finally:
+        scratch.unlink()
+    return path.read_text().strip()
 
 
 def _verification_key(settings: Settings) -> str | bytes:
@@ -62,7 +72,16 @@ def _verification_key(settings: Settings) -> str | bytes:
         raise ValueError("NOTIFY_JWT_PUBLIC_KEY is required for public-key algorithms")
     key = settings.jwt_public_key.strip()
     if not key.startswith("-----BEGIN"):
-        key = Path(key).read_text()
+        try:
+            key = Path(key).read_text()
+        except OSError as exc:
+            raise ValueError(f"NOTIFY_JWT_PUBLIC_KEY: cannot read {key}: {exc.strerror}") from None
+    # A key PyJWT cannot use would refuse every token at runtime; refuse to start instead.
+    for name in algorithms:
+        try:
+            jwt.get_algorithm_by_name(name).prepare_key(key)
+        except jwt.PyJWTError:
+            raise ValueError(f"NOTIFY_JWT_PUBLIC_KEY is not a usable {name} public key") from None
     return key
 
 

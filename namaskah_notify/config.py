@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = "memory://"
     node_id: str | None = None
+    node_ttl_s: float = Field(default=10.0, ge=1)  # a node without a heartbeat this long drops out
+    reconcile_interval_s: float = Field(default=2.0, gt=0)  # how often a node catches connections up
+    auto_migrate: bool = True  # bring the schema to the latest migration on start
 
     # Identity (contract section 1).
     jwt_secret: SecretStr | None = None

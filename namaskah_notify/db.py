@@ -1,16 +1,20 @@
-"""Opening the database: the async engine, SQLite's pragmas, and the schema for the embedded default.
+"""Opening the database: the async engine, SQLite's pragmas, and Alembic migrations of the schema.
 
-Imports ``config`` and ``models``.
+Imports ``config`` (and ``models`` through the migrations).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import event
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from .config import Settings
-from .models import metadata
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
@@ -34,7 +38,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
-async def create_schema(engine: AsyncEngine) -> None:
-    """Create missing tables; safe on every start."""
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    """Alembic's configuration for our migrations, optionally bound to an open connection."""
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        # Several workers start at once: one migrates, the others wait and then find nothing to do.
+        connection.execute(text("SELECT pg_advisory_xact_lock(7412093385)"))
+    command.upgrade(alembic_config(connection), revision)
+
+
+async def upgrade_schema(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to ``revision``; safe on every start and from several processes at once."""
     async with engine.begin() as connection:
-        await connection.run_sync(metadata.create_all)
+        await connection.run_sync(_upgrade, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as connection:
+        return await connection.run_sync(read)

@@ -17,6 +17,7 @@ from .config import Settings
 from .dispatcher import Dispatcher
 from .errors import AuthError, Forbidden
 from .hub import Hub
+from .node import Node
 from .stats import Stats
 from .store import Store
 
@@ -32,7 +33,7 @@ class Services:
     hub: Hub
     dispatcher: Dispatcher
     stats: Stats
-    node_id: str
+    node: Node
 
 
 def get_services(request: Request) -> Services:

@@ -8,7 +8,7 @@ Imports ``brokers``, ``errors``, ``protocol``, ``schemas``, ``stats`` and ``stor
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import protocol
@@ -25,7 +25,9 @@ SMS_TYPE = "sms_received"
 
 
 class Dispatcher:
-    def __init__(self, store: Store, broker: Broker, stats: Stats, presence: Callable[[], list[str]]) -> None:
+    def __init__(
+        self, store: Store, broker: Broker, stats: Stats, presence: Callable[[], Awaitable[list[str]]]
+    ) -> None:
         self._store = store
         self._broker = broker
         self._stats = stats
@@ -50,7 +52,7 @@ class Dispatcher:
 
     async def broadcast(self, **fields: Any) -> list[Notification]:
         """The origin document's broadcast: every user connected right now, each with its own seq."""
-        return await self.notify(self._presence(), **fields)
+        return await self.notify(await self._presence(), **fields)
 
     async def on_sms_received(
         self, user_id: str, verification_id: str, service: str, code: str, message_id: str | None = None
@@ -65,7 +67,8 @@ class Dispatcher:
             type=SMS_TYPE,
             link=f"/verify?id={verification_id}",
             meta={"verification_id": verification_id, "service": service},
-            dedupe_key=f"sms:{message_id}" if message_id else None,
+            # Scoped to the user: a message id seen for someone else never answers with their notification.
+            dedupe_key=f"sms:{user_id}:{message_id}" if message_id else None,
             after_commit=self._publish_notifications,
         )
         if not created:

@@ -78,6 +78,7 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._created: dict[int, float] = {}  # seq -> created_at of recent live pushes, for acks
+        self.behind_at = 0  # a stored seq this connection had not been sent at the last reconciliation
 
     # -- writing -------------------------------------------------------------------------------------
     async def send(self, frame: str) -> None:
@@ -106,12 +107,14 @@ class Connection:
                 envelope = await self._queue.get()
                 if envelope.seq is None:
                     await self._send_text(envelope.frame)
-                    continue
-                if envelope.seq <= self.last_seq:
-                    continue  # already sent: by the replay, or it existed before we connected
-                if envelope.seq > self.last_seq + 1:
-                    await self._fill_gap(envelope.seq - 1)
-                await self._push(envelope.frame, envelope.seq, envelope.created)
+                elif envelope.seq > self.last_seq:
+                    if not envelope.frame:  # a catch-up request: everything up to seq is stored
+                        await self._fill_gap(envelope.seq)
+                        continue
+                    if envelope.seq > self.last_seq + 1:
+                        await self._fill_gap(envelope.seq - 1)
+                    await self._push(envelope.frame, envelope.seq, envelope.created)
+                # else: already sent, by the replay or before we connected
         except asyncio.CancelledError:
             raise
         except NotifyError as exc:
@@ -189,6 +192,10 @@ class Connection:
         self.closed = True
         for timer in self._timers:
             timer.cancel()
+        if self._closer is not None and not self._closer.done():
+            # Give our close frame a moment to go out; a peer that does not read cannot hold us.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(asyncio.shield(self._closer), 1.0)
         for task in (self._sender, self._closer):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
@@ -215,6 +222,9 @@ class Hub:
 
     def connections_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))
+
+    def connections_for(self, user_id: str) -> list[Connection]:
+        return list(self._users.get(user_id, {}).values())
 
     def register(self, connection: Connection) -> None:
         """Add a connection; over the per-user limit raises ``TooManyConnections`` (4429)."""

@@ -14,26 +14,35 @@ import logging
 import re
 from typing import Any
 
-_QUERY_TOKEN = re.compile(r"((?:access_)?token=)[^&\s\"']+", re.IGNORECASE)
+_QUERY_TOKEN = re.compile(r"((?:access_)?token=)[^&\s\"',]+", re.IGNORECASE)
+_JSON_TOKEN = re.compile(r'("(?:access_)?token"\s*:\s*")[^"]*', re.IGNORECASE)
+# uvicorn's debug lines shorten long frames with "...", which breaks a JWT's three parts apart.
+_ELIDED_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.\.\.[A-Za-z0-9_.-]*")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
 
 def redact(text: str) -> str:
     text = _QUERY_TOKEN.sub(r"\1[redacted]", text)
+    text = _JSON_TOKEN.sub(r"\1[redacted]", text)
+    text = _ELIDED_JWT.sub("[redacted-jwt]", text)
     text = _BEARER.sub(r"\1[redacted]", text)
     return _JWT.sub("[redacted-jwt]", text)
 
 
 class RedactTokens(logging.Filter):
-    """Removes tokens from a record's message and arguments (keeping their number, which uvicorn's
-    access formatter relies on); attached to every handler."""
+    """Removes tokens from every record, attached to every handler. Access records keep their
+    arguments (uvicorn's access formatter unpacks them); others are rendered, then redacted, since their
+    arguments may be objects (websockets' frames) whose text appears only when formatted."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+            return True
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
         return True
 
 

@@ -11,10 +11,23 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from .app import create_app
 from .config import Settings
 from .logs import logging_config
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's sans-I/O WebSocket protocol, but the 414/431 answer that websockets prepares for an
+    oversized handshake (a huge token in the URL or a header) is sent, instead of leaving the client
+    waiting on a silent socket."""
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -22,7 +35,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     small frame cannot inflate past the limit, and idle connections stay small), protocol pings, and
     logging that redacts tokens."""
     return {
-        "ws": "websockets-sansio",
+        "ws": WebSocketProtocol,
         "ws_max_size": settings.max_message_bytes,
         "ws_per_message_deflate": False,
         "ws_ping_interval": settings.ws_ping_interval_s,

@@ -215,6 +215,13 @@ class Store:
         return unread, int(last or 0)
 
     @_translate
+    async def last_seqs(self, user_ids: Sequence[str]) -> dict[str, int]:
+        """Each user's last assigned seq (users with none are left out)."""
+        query = select(user_seqs.c.user_id, user_seqs.c.last_seq).where(user_seqs.c.user_id.in_(list(user_ids)))
+        async with self._engine.connect() as connection:
+            return {user: int(seq) for user, seq in (await connection.execute(query)).all()}
+
+    @_translate
     async def unread_count(self, user_id: str) -> int:
         async with self._engine.connect() as connection:
             return await self._unread(connection, user_id)

@@ -6,8 +6,10 @@ user ids; ``make_server(**env)`` starts a dedicated one with ``NOTIFY_*`` overri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,9 +39,11 @@ def free_port() -> int:
 class ServerProcess:
     """``notify serve`` as a user would run it, with its output captured to a file."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
+                 args: tuple[str, ...] = ()) -> None:
         self.data_dir = data_dir
         self.env = {k: str(v) for k, v in (env or {}).items()}
+        self.args = args
         self.port = port or free_port()
         self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -64,7 +68,7 @@ class ServerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir)],
+             "--data-dir", str(self.data_dir), *self.args],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -155,12 +159,90 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start dedicated servers with ``NOTIFY_*`` overrides; each is stopped after the test."""
     started: list[ServerProcess] = []
 
-    def factory(data_dir: Path | None = None, port: int | None = None, **env: Any) -> ServerProcess:
+    def factory(data_dir: Path | None = None, port: int | None = None, args: tuple[str, ...] = (),
+                **env: Any) -> ServerProcess:
         folder = data_dir or tmp_path / f"data{len(started)}"
-        process = ServerProcess(folder, {k: str(v) for k, v in env.items()}, port=port).start()
+        process = ServerProcess(folder, {k: str(v) for k, v in env.items()}, port=port, args=args).start()
         started.append(process)
         return process
 
     yield factory
     for process in started:
         process.stop()
+
+
+# -- real PostgreSQL and Redis ----------------------------------------------------------------------
+POSTGRES = os.environ.get("NOTIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _psql(sql: str) -> None:
+    result = subprocess.run(["psql", POSTGRES, "-v", "ON_ERROR_STOP=1", "-qc", sql],
+                            capture_output=True, text=True, timeout=30)
+    if result.returncode != 0:
+        raise RuntimeError(f"PostgreSQL at {POSTGRES} is needed for this test: {result.stderr.strip()}")
+
+
+class PostgresDatabase:
+    """A fresh database on the machine's PostgreSQL, dropped after the test."""
+
+    def __init__(self) -> None:
+        self.name = f"notify_{uuid.uuid4().hex[:12]}"
+        _psql(f"CREATE DATABASE {self.name}")
+        base = POSTGRES.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+        self.url = f"{base}/{self.name}"
+
+    def cut(self) -> None:
+        """PostgreSQL refuses this database: new connections are refused and open ones are ended."""
+        _psql(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS false")
+        _psql(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{self.name}'")
+
+    def restore(self) -> None:
+        _psql(f"ALTER DATABASE {self.name} ALLOW_CONNECTIONS true")
+
+    def drop(self) -> None:
+        self.restore()
+        _psql(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+
+
+class RedisServer:
+    """A private redis-server on a free loopback port, so a test can stop and restart it."""
+
+    def __init__(self) -> None:
+        if not shutil.which("redis-server"):
+            raise RuntimeError("redis-server is needed for this test (Debian package redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def postgres() -> Iterator[PostgresDatabase]:
+    database = PostgresDatabase()
+    yield database
+    database.drop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()

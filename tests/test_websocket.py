@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 
 import httpx
@@ -404,7 +405,8 @@ async def test_shutdown_closes_with_1001(make_server) -> None:
         await recv_json(two)
         stopping = asyncio.get_running_loop().run_in_executor(None, srv.stop)
         codes = await asyncio.gather(expect_close(one), expect_close(two))
-        assert await stopping == 0
+        # uvicorn re-raises the caught SIGTERM after a clean shutdown, so either status is a clean exit.
+        assert await stopping in (0, -signal.SIGTERM)
     assert [c for c, _ in codes] == [1001, 1001]
 
 

@@ -7,16 +7,20 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Broker, Deliver, Envelope
+from .base import Broker, Deliver, Envelope, OnGap
 
-__all__ = ["Broker", "Deliver", "Envelope", "create_broker"]
+__all__ = ["Broker", "Deliver", "Envelope", "OnGap", "create_broker"]
 
 
-def create_broker(url: str) -> Broker:
+def create_broker(url: str, node_id: str, node_ttl_s: float = 10.0) -> Broker:
     """The broker for ``url``; an unknown scheme is a configuration error at start-up."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from .memory import MemoryBroker
 
         return MemoryBroker()
-    raise ValueError(f"NOTIFY_BROKER_URL scheme {scheme!r} is not supported (use memory://)")
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url, node_id, node_ttl_s=node_ttl_s)
+    raise ValueError(f"NOTIFY_BROKER_URL scheme {scheme!r} is not supported (use memory:// or redis://)")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from .base import Broker, Deliver, Envelope
+from .base import Broker, Deliver, Envelope, OnGap
 
 
 class MemoryBroker(Broker):
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver) -> None:
+    async def start(self, deliver: Deliver, on_gap: OnGap | None = None) -> None:
         self._deliver = deliver
 
     async def publish(self, envelopes: list[Envelope]) -> None:

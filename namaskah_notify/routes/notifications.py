@@ -11,6 +11,7 @@ from ..errors import ProtocolError
 from ..schemas import PublishBody, SmsInboundBody
 
 router = APIRouter(prefix="/api")
+MAX_SEQ = 2**63 - 1  # the database's integer; larger values would fail in the driver, not as a 422
 
 
 @router.get("/notifications")
@@ -18,8 +19,8 @@ async def list_notifications(
     services: ServicesDep,
     user: UserDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
-    since_seq: Annotated[int | None, Query(ge=0)] = None,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
+    since_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
 ) -> dict[str, Any]:
     """Newest first (``before_seq`` pages back) or oldest first after ``since_seq`` (catching up)."""
     if before_seq is not None and since_seq is not None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -17,24 +15,27 @@ router = APIRouter()
 
 @router.get("/ws/stats")
 async def ws_stats(services: ServicesDep, request: Request) -> dict[str, Any]:
-    """The origin document's three keys, then counters, rates, latency percentiles and nodes."""
+    """The origin document's three keys (cluster-wide), then counters, rates, latency and every node."""
     optional_admin(services, request, services.settings.stats_require_admin)
     hub = services.hub
-    node = {
-        "id": services.node_id,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "connections": hub.connection_count,
-        "users": hub.user_count,
-        "heartbeat_age_s": 0.0,
-    }
+    here = {"id": services.node.node_id, **services.node.info(), "heartbeat_age_s": 0.0}
+    nodes, users, status = [here], hub.user_count, "operational"
+    if services.broker.shared:
+        try:
+            others = [n for n in await services.broker.nodes() or [] if n.get("id") != here["id"]]
+            nodes = sorted([here, *others], key=lambda n: n["id"])
+            users = len(await services.broker.connected_users() or [])
+        except Exception:
+            status = "degraded"  # the cluster view is out of reach; this node's own figures follow
     return {
-        "total_connections": hub.connection_count,
-        "connected_users": hub.user_count,
-        "status": "operational",
+        "total_connections": sum(n.get("connections", 0) for n in nodes),
+        "connected_users": users,
+        "status": status,
         **services.stats.snapshot(),
         "broker": services.settings.broker_url.split("://", 1)[0],
-        "nodes": [node],
+        "node": here,
+        "nodes": nodes,
+        "caught_up_connections": services.node.filled_total,
     }
 
 

@@ -19,7 +19,7 @@ from .. import protocol
 from ..auth import Identity
 from ..brokers import Envelope
 from ..deps import Services
-from ..errors import AuthError, Forbidden, NotifyError, ProtocolError, TooLarge
+from ..errors import AuthError, Forbidden, NotifyError, ProtocolError, TooLarge, TooManyConnections
 from ..hub import Connection, TokenBucket
 
 log = logging.getLogger("namaskah_notify.ws")
@@ -75,7 +75,9 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Identity:
             raise AuthError("auth timeout: send {\"type\":\"auth\",\"token\":...} first") from None
         try:
             frame = protocol.parse_client_frame(text) if text is not None else None
-        except ProtocolError:
+        except ProtocolError as exc:
+            if '"auth"' in (text or ""):
+                raise AuthError(f"auth frame refused: {exc.message}") from None
             frame = None
         if not isinstance(frame, protocol.Auth):
             raise AuthError("authenticate first: ?token=, Authorization: Bearer, or an auth frame")
@@ -113,8 +115,12 @@ async def notifications_socket(websocket: WebSocket) -> None:
         queue_size=settings.send_queue_size,
         replay_limit=settings.replay_limit,
     )
+    limit = settings.max_connections_per_user
     try:
         services.hub.register(connection)  # from here, live frames queue up while we catch up
+        if not await services.broker.claim_connection(identity.user_id, connection.id, limit):
+            services.hub.unregister(connection)
+            raise TooManyConnections(f"at most {limit} connections per user across the cluster")
     except NotifyError as exc:
         log.warning("websocket refused: user=%s %s", identity.user_id, exc.message)
         services.stats.closed(exc.close_code)
@@ -142,9 +148,15 @@ async def notifications_socket(websocket: WebSocket) -> None:
     except NotifyError as exc:
         code = exc.close_code
         connection.close(exc.close_code, exc.message[:120])
+    except Exception:
+        log.exception("websocket failed: user=%s connection=%s", identity.user_id, connection.id)
+        code = 1011
+        connection.close(1011, "server error")
     finally:
         services.hub.unregister(connection)
         await connection.finish()
+        last_here = services.hub.connections_of(identity.user_id) == 0
+        await services.broker.release_connection(identity.user_id, connection.id, last_here)
         code = connection.close_code or code
         services.stats.closed(code)
         log.info("WebSocket disconnected: user=%s connection=%s code=%s total_connections=%d",
