@@ -28,7 +28,9 @@ from .errors import NotFound, NotifyError
 from .hub import Hub
 from .limits import BodySizeLimit
 from .node import Node
-from .routes import notifications, ops, websocket
+from .routes import notifications, ops, verifications
+from .routes.websocket import NotificationSocket
+from .sms import SmsService, check_settings
 from .stats import Stats
 from .store import Store
 
@@ -41,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     verifier = TokenVerifier(settings)
     node_id = settings.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     broker = create_broker(settings.broker_url, node_id, settings.node_ttl_s)
+    check_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -68,22 +71,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     heartbeat_interval_s=min(1.0, settings.node_ttl_s / 3))
         await broker.start(hub.deliver, on_gap=node.gap)
         node.start()
-        app.state.services = Services(settings, verifier, store, broker, hub, dispatcher, stats, node)
+        sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
+        sms.start()
+        app.state.services = Services(settings, verifier, store, broker, hub, dispatcher, stats, node, sms)
         log.info("ready: node=%s database=%s broker=%s", node_id, engine.url.get_backend_name(),
                  settings.broker_url.split("://", 1)[0])
         try:
             yield
         finally:
             hub.close_all(1001, "server shutting down")
+            await sms.stop()
             await node.stop()
             await broker.close()
             await engine.dispose()
 
     app = FastAPI(title="namaskah-notify", version="0.1.0", lifespan=lifespan)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.include_router(websocket.router)
+    app.add_middleware(NotificationSocket)  # outermost: sockets skip the HTTP layers entirely
     app.include_router(notifications.router)
     app.include_router(ops.router)
+    app.include_router(verifications.router)
     _mount_static(app, settings)
 
     @app.exception_handler(NotifyError)

@@ -1,7 +1,7 @@
-"""The connections of this node, by user, and the one sender task each connection owns.
+"""The connections of this node, by user, and the sender each connection runs while it has frames to send.
 
-Delivering (``Hub.deliver``, called by the broker) only puts frames on bounded per-connection queues; it
-never awaits a client. Each connection's sender task writes its queue to the socket in ``seq`` order,
+Delivering (``Hub.deliver``, called by the broker) only appends frames to bounded per-connection queues;
+it never awaits a client. Each connection's sender task writes its queue to the socket in ``seq`` order,
 skipping what it already sent and filling a gap from the store, so one slow client holds up nobody and a
 client that lets its queue fill is closed (1008) and recovers by resuming.
 Imports ``brokers.base``, ``errors``, ``protocol``, ``stats`` and ``store``.
@@ -14,6 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from . import protocol
@@ -73,10 +74,14 @@ class Connection:
         self._store = store
         self._stats = stats
         self._replay_limit = replay_limit
-        self._queue: asyncio.Queue[Envelope] = asyncio.Queue(maxsize=queue_size)
+        # A deque and a sender task that exists only while there is something to send: an idle
+        # connection then costs no task, no coroutine and no queue machinery.
+        self._queue: deque[Envelope] | None = None
+        self._queue_size = queue_size
+        self._sending = False  # set once the connection is set up; before that, frames only queue
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
-        self._timers: list[asyncio.TimerHandle] = []
+        self._timer: asyncio.TimerHandle | None = None  # token expiry: the warning, then the close
         self._created: dict[int, float] = {}  # seq -> created_at of recent live pushes, for acks
         self.behind_at = 0  # a stored seq this connection had not been sent at the last reconciliation
 
@@ -89,22 +94,31 @@ class Connection:
         """Queue a frame without waiting; a full queue closes this connection. False when dropped."""
         if self.closed:
             return False
-        try:
-            self._queue.put_nowait(envelope)
-        except asyncio.QueueFull:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self._queue_size:
             self._stats.overflowed()
             log.warning("send queue full: user=%s connection=%s closing 1008", self.user_id, self.id)
             self.close(1008, "send queue full; reconnect with since_seq")
             return False
+        queue.append(envelope)
+        if self._sending and self._sender is None:
+            self._sender = asyncio.create_task(self._drain())
         return True
 
     def start_sender(self) -> None:
-        self._sender = asyncio.create_task(self._run_sender(), name=f"sender-{self.id}")
+        """From now on, queued frames are written by a sender task (started whenever there are some)."""
+        self._sending = True
+        if self._queue and self._sender is None and not self.closed:
+            self._sender = asyncio.create_task(self._drain())
 
-    async def _run_sender(self) -> None:
+    async def _drain(self) -> None:
+        queue = self._queue
+        assert queue is not None
         try:
-            while True:
-                envelope = await self._queue.get()
+            while queue:
+                envelope = queue.popleft()
                 if envelope.seq is None:
                     await self._send_text(envelope.frame)
                 elif envelope.seq > self.last_seq:
@@ -122,6 +136,11 @@ class Connection:
             self.close(exc.close_code, exc.message[:120])
         except Exception:  # the socket went away mid-send; the receive loop sees the disconnect
             log.debug("sender ended: user=%s connection=%s", self.user_id, self.id, exc_info=True)
+        finally:
+            if self._sender is asyncio.current_task():
+                self._sender = None
+                if not queue:
+                    self._queue = None  # an idle connection holds no queue
 
     async def _push(self, frame: str, seq: int, created: float | None) -> None:
         await self._send_text(frame)
@@ -158,18 +177,16 @@ class Connection:
     # -- timers and closing --------------------------------------------------------------------------
     def arm_expiry(self, expires_at: float, warning_s: float, grace_s: float) -> None:
         """Warn with ``token_expiring`` before ``exp``; close 4401 once it has passed (plus leeway)."""
-        for timer in self._timers:
-            timer.cancel()
-        loop = asyncio.get_running_loop()
-        left = expires_at - time.time()
-        warn_in = max(0.0, left - warning_s)
-        self._timers = [
-            loop.call_later(warn_in, self._warn_expiry, expires_at),
-            loop.call_later(max(0.0, left + grace_s), self.close, 4401, "token expired"),
-        ]
+        if self._timer is not None:
+            self._timer.cancel()
+        delay = max(0.0, expires_at - time.time() - warning_s)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._warn_expiry, expires_at, grace_s)
 
-    def _warn_expiry(self, expires_at: float) -> None:
-        self.enqueue(Envelope(self.user_id, protocol.token_expiring_frame(expires_at - time.time())))
+    def _warn_expiry(self, expires_at: float, grace_s: float) -> None:
+        left = expires_at - time.time()
+        self.enqueue(Envelope(self.user_id, protocol.token_expiring_frame(left)))
+        self._timer = asyncio.get_running_loop().call_later(max(0.0, left + grace_s), self.close, 4401,
+                                                            "token expired")
 
     def close(self, code: int, reason: str) -> None:
         """Close once: stop the sender, then send the close frame in the background."""
@@ -177,8 +194,8 @@ class Connection:
             return
         self.closed = True
         self.close_code = code
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._sender is not None and self._sender is not asyncio.current_task():
             self._sender.cancel()
         self._closer = asyncio.create_task(self._close_quietly(code, reason))
@@ -190,8 +207,8 @@ class Connection:
     async def finish(self) -> None:
         """Called when the socket is gone: stop everything this connection started."""
         self.closed = True
-        for timer in self._timers:
-            timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._closer is not None and not self._closer.done():
             # Give our close frame a moment to go out; a peer that does not read cannot hold us.
             with contextlib.suppress(BaseException):

@@ -61,7 +61,7 @@ class ServerProcess:
         values["data_dir"] = self.data_dir
         return Settings(**values)
 
-    def start(self, timeout: float = 20) -> ServerProcess:
+    def start(self, timeout: float = 30) -> ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"

@@ -2,7 +2,12 @@
 
 This module only moves frames between the socket, ``protocol``, the hub and the dispatcher, and maps
 errors to ``error`` frames or close codes. After the connection is registered, every write goes through
-the connection's queue and sender task, so frames leave in one order.
+the connection's queue and sender, so frames leave in one order.
+
+It is plain ASGI, mounted as the outermost middleware (:class:`NotificationSocket`): every open
+connection keeps its whole call chain suspended in memory for as long as it lives, and the framework's
+routing and dependency layers would add several frames to each of thousands of idle connections, and a
+dictionary lookup or two to every frame sent.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import protocol
 from ..auth import Identity
@@ -23,11 +28,72 @@ from ..errors import AuthError, Forbidden, NotifyError, ProtocolError, TooLarge,
 from ..hub import Connection, TokenBucket
 
 log = logging.getLogger("namaskah_notify.ws")
-router = APIRouter()
+
+PATH = "/ws/notifications"
 
 
 class _Closed(Exception):
-    """The peer went away while we were still setting up."""
+    """The peer went away; ``args[0]`` is the close code it sent (or 1005/1006)."""
+
+
+class Socket:
+    """The few ASGI WebSocket messages this service uses, without a framework in between. It keeps
+    nothing of its own per connection: headers and query are read from the scope when needed."""
+
+    __slots__ = ("_receive", "_send", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+
+    def header(self, name: str) -> str | None:
+        wanted = name.encode("latin-1")
+        for key, value in self.scope["headers"]:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+    def query(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else None
+
+    async def accept(self) -> None:
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            raise _Closed(1006)
+        await self._send({"type": "websocket.accept"})
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def receive_text(self, limit: int) -> str | None:
+        """The next text frame; None for a binary one. Raises ``_Closed`` on disconnect."""
+        message = await self._receive()
+        if message["type"] == "websocket.disconnect":
+            raise _Closed(message.get("code", 1005))
+        text = message.get("text")
+        if text is None:
+            return None
+        if len(text) > limit:  # uvicorn enforces this on the wire too (ws_max_size); this is the backstop
+            raise TooLarge(f"frame larger than {limit} bytes")
+        return text
+
+
+class NotificationSocket:
+    """ASGI middleware: ``/ws/notifications`` is served here; everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == PATH:
+            await serve_socket(scope["app"].state.services, Socket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
 
 
 def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
@@ -39,8 +105,8 @@ def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
     return any(normal == entry.strip().rstrip("/").lower() for entry in allowed)
 
 
-def _since_seq(websocket: WebSocket) -> int | None:
-    raw = websocket.query_params.get("since_seq")
+def _since_seq(socket: Socket) -> int | None:
+    raw = socket.query("since_seq")
     if raw is None or raw == "":
         return None
     if not raw.isdigit() or len(raw) > 18:
@@ -48,29 +114,15 @@ def _since_seq(websocket: WebSocket) -> int | None:
     return int(raw)
 
 
-async def _receive_text(websocket: WebSocket, limit: int) -> str | None:
-    """The next text frame; None for a binary one. Raises ``_Closed`` on disconnect."""
-    message = await websocket.receive()
-    if message["type"] == "websocket.disconnect":
-        raise _Closed(message.get("code", 1005))
-    text = message.get("text")
-    if text is None:
-        return None
-    if len(text) > limit:  # uvicorn enforces this on the wire too (ws_max_size); this is the backstop
-        raise TooLarge(f"frame larger than {limit} bytes")
-    return text
-
-
-async def _authenticate(websocket: WebSocket, services: Services) -> Identity:
-    token = websocket.query_params.get("token")
+async def _authenticate(socket: Socket, services: Services) -> Identity:
+    token = socket.query("token")
     if not token:
-        scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+        scheme, _, value = (socket.header("authorization") or "").partition(" ")
         token = value.strip() if scheme.lower() == "bearer" else None
     if not token:
         settings = services.settings
         try:
-            text = await asyncio.wait_for(_receive_text(websocket, settings.max_message_bytes),
-                                          settings.auth_timeout_s)
+            text = await asyncio.wait_for(socket.receive_text(settings.max_message_bytes), settings.auth_timeout_s)
         except TimeoutError:
             raise AuthError("auth timeout: send {\"type\":\"auth\",\"token\":...} first") from None
         try:
@@ -85,31 +137,33 @@ async def _authenticate(websocket: WebSocket, services: Services) -> Identity:
     return services.verifier.verify(token)
 
 
-@router.websocket("/ws/notifications")
-async def notifications_socket(websocket: WebSocket) -> None:
-    """One browser tab, CLI listener or load-test user."""
-    services: Services = websocket.app.state.services
+async def _refuse(socket: Socket, services: Services, exc: NotifyError, who: str = "") -> None:
+    code = 1008 if isinstance(exc, ProtocolError) else exc.close_code
+    log.warning("websocket refused: %s%s (%d)", who, exc.message, code)
+    services.stats.closed(code)
+    with contextlib.suppress(Exception):
+        await socket.close(code, exc.message[:120])
+
+
+async def serve_socket(services: Services, socket: Socket) -> None:
+    """One browser tab, CLI listener or load-test user, from handshake to close."""
     settings = services.settings
-    await websocket.accept()
     try:
-        if not _origin_allowed(websocket.headers.get("origin"), settings.allowed_origins):
+        await socket.accept()
+        if not _origin_allowed(socket.header("origin"), settings.allowed_origins):
             raise Forbidden("origin not allowed")
-        since_seq = _since_seq(websocket)
-        identity = await _authenticate(websocket, services)
-    except _Closed:
+        since_seq = _since_seq(socket)
+        identity = await _authenticate(socket, services)
+    except (_Closed, OSError):
         return
     except NotifyError as exc:
-        log.warning("websocket refused: %s (%d)", exc.message, exc.close_code)
-        code = 1008 if isinstance(exc, ProtocolError) else exc.close_code
-        services.stats.closed(code)
-        with contextlib.suppress(Exception):
-            await websocket.close(code, exc.message[:120])
+        await _refuse(socket, services, exc)
         return
 
     connection = Connection(
         identity.user_id,
-        websocket.send_text,
-        websocket.close,
+        socket.send_text,
+        socket.close,
         store=services.store,
         stats=services.stats,
         queue_size=settings.send_queue_size,
@@ -122,18 +176,13 @@ async def notifications_socket(websocket: WebSocket) -> None:
             services.hub.unregister(connection)
             raise TooManyConnections(f"at most {limit} connections per user across the cluster")
     except NotifyError as exc:
-        log.warning("websocket refused: user=%s %s", identity.user_id, exc.message)
-        services.stats.closed(exc.close_code)
-        with contextlib.suppress(Exception):
-            await websocket.close(exc.close_code, exc.message)
+        await _refuse(socket, services, exc, f"user={identity.user_id} ")
         return
 
     code = 1005
     try:
         unread, last_seq = await services.store.state(identity.user_id)
-        await connection.send(
-            protocol.connected_frame(identity.user_id, connection.id, unread, last_seq)
-        )
+        await connection.send(protocol.connected_frame(identity.user_id, connection.id, unread, last_seq))
         if since_seq is None:
             connection.last_seq = last_seq
         else:
@@ -142,9 +191,11 @@ async def notifications_socket(websocket: WebSocket) -> None:
         connection.start_sender()
         log.info("WebSocket connected: user=%s connection=%s total_connections=%d",
                  identity.user_id, connection.id, services.hub.connection_count)
-        code = await _serve(websocket, services, connection, identity)
-    except (_Closed, WebSocketDisconnect) as exc:
-        code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else getattr(exc, "code", 1005)
+        code = await _serve(socket, services, connection, identity)
+    except _Closed as exc:
+        code = exc.args[0]
+    except OSError:
+        code = 1006  # the peer vanished while we were writing
     except NotifyError as exc:
         code = exc.close_code
         connection.close(exc.close_code, exc.message[:120])
@@ -163,22 +214,22 @@ async def notifications_socket(websocket: WebSocket) -> None:
                  identity.user_id, connection.id, code, services.hub.connection_count)
 
 
-async def _serve(websocket: WebSocket, services: Services, connection: Connection, identity: Identity) -> int:
+def _reply(connection: Connection, frame: str) -> None:
+    connection.enqueue(Envelope(connection.user_id, frame))
+
+
+def _fail(services: Services, connection: Connection, code: str, message: str) -> None:
+    services.stats.client_error(code)
+    _reply(connection, protocol.error_frame(code, message))
+
+
+async def _serve(socket: Socket, services: Services, connection: Connection, identity: Identity) -> int:
     """Answer client frames until the peer disconnects; returns the close code seen."""
     settings = services.settings
     bucket = TokenBucket(settings.client_rate_per_s, settings.client_rate_burst)
-    user_id = identity.user_id
-
-    def reply(frame: str) -> None:
-        connection.enqueue(Envelope(user_id, frame))
-
-    def fail(code: str, message: str) -> None:
-        services.stats.client_error(code)
-        reply(protocol.error_frame(code, message))
-
     while True:
         try:
-            text = await _receive_text(websocket, settings.max_message_bytes)
+            text = await socket.receive_text(settings.max_message_bytes)
         except _Closed as closed:
             return closed.args[0]
         if connection.closed:
@@ -188,30 +239,29 @@ async def _serve(websocket: WebSocket, services: Services, connection: Connectio
             connection.close(1008, "too many frames; slow down")
             continue
         if allowed == 0:
-            fail("rate_limited", f"at most {settings.client_rate_per_s:g} frames per second")
+            _fail(services, connection, "rate_limited", f"at most {settings.client_rate_per_s:g} frames per second")
             continue
         if text is None:
-            fail("unsupported_data", "binary frames are not supported; send JSON text")
+            _fail(services, connection, "unsupported_data", "binary frames are not supported; send JSON text")
             continue
         try:
-            frame = protocol.parse_client_frame(text)
-            await _handle(frame, services, connection, identity, reply)
+            await _handle(protocol.parse_client_frame(text), services, connection, identity)
         except AuthError as exc:
-            fail("invalid_token", exc.message)
+            _fail(services, connection, "invalid_token", exc.message)
         except NotifyError as exc:
-            fail(exc.code, exc.message)
+            _fail(services, connection, exc.code, exc.message)
         except Exception:
-            log.exception("frame failed: user=%s", user_id)
-            fail("internal", "the server could not serve this frame")
+            log.exception("frame failed: user=%s", identity.user_id)
+            _fail(services, connection, "internal", "the server could not serve this frame")
 
 
-async def _handle(frame, services: Services, connection: Connection, identity: Identity, reply) -> None:  # type: ignore[no-untyped-def]
+async def _handle(frame: protocol.ClientFrame, services: Services, connection: Connection, identity: Identity) -> None:
     user_id = identity.user_id
     match frame:
         case protocol.Ping(text=True):
-            reply("pong")
+            _reply(connection, "pong")
         case protocol.Ping():
-            reply(protocol.pong_frame())
+            _reply(connection, protocol.pong_frame())
         case protocol.MarkRead(notification_id=nid):
             await services.dispatcher.mark_read(user_id, nid)
         case protocol.MarkAllRead():
@@ -226,6 +276,6 @@ async def _handle(frame, services: Services, connection: Connection, identity: I
                 raise AuthError("refresh token is for another user")
             settings = services.settings
             connection.arm_expiry(fresh.expires_at, settings.token_expiry_warning_s, settings.jwt_leeway_s)
-            reply(protocol.token_refreshed_frame(fresh.expires_at))
+            _reply(connection, protocol.token_refreshed_frame(fresh.expires_at))
         case protocol.Auth():
             raise ProtocolError("already authenticated; use refresh_token to extend", code="bad_frame")
