@@ -1,6 +1,6 @@
 """The app's parts as FastAPI dependencies, in one place: ``ServicesDep``, ``UserDep``, ``AdminDep``.
 
-Imports ``auth``, ``brokers``, ``config``, ``dispatcher``, ``errors``, ``hub``, ``stats`` and ``store``.
+Imports ``auth``, ``brokers``, ``config``, ``dispatcher``, ``errors``, ``hub``, ``sms``, ``stats`` and ``store``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from .dispatcher import Dispatcher
 from .errors import AuthError, Forbidden
 from .hub import Hub
 from .node import Node
+from .sms import SmsService
 from .stats import Stats
 from .store import Store
 
@@ -34,9 +35,10 @@ class Services:
     dispatcher: Dispatcher
     stats: Stats
     node: Node
+    sms: SmsService | None = None  # verifications and the SMS poller
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -44,7 +46,7 @@ ServicesDep = Annotated[Services, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False)
 
 
-def current_user(
+async def current_user(
     services: ServicesDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Identity:
     if credentials is None:
@@ -55,7 +57,7 @@ def current_user(
 UserDep = Annotated[Identity, Depends(current_user)]
 
 
-def admin_user(identity: UserDep) -> Identity:
+async def admin_user(identity: UserDep) -> Identity:
     if not identity.is_admin:
         raise Forbidden("this endpoint needs a token with role admin")
     return identity

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import secrets
 import time
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -25,6 +28,7 @@ from .errors import Unavailable
 from .models import notifications, user_seqs
 from .schemas import Notification, utcnow
 
+log = logging.getLogger("namaskah_notify.store")
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -32,6 +36,15 @@ T = TypeVar("T")
 def new_id() -> str:
     """``notif_`` + milliseconds + randomness: unique, and sorts roughly by creation time."""
     return f"notif_{int(time.time() * 1000):011x}{secrets.token_hex(6)}"
+
+
+def _translated(exc: BaseException) -> BaseException:
+    """A database failure as the service's ``Unavailable``; anything else unchanged."""
+    if isinstance(exc, (DBAPIError, SQLAlchemyError, OSError)) and not isinstance(exc, IntegrityError):
+        error = Unavailable(f"database unavailable: {type(exc).__name__}")
+        error.__cause__ = exc
+        return error
+    return exc
 
 
 def _translate(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
@@ -65,14 +78,39 @@ def _record(row: Any) -> Notification:
     )
 
 
+AfterCommit = Callable[[list[Notification]], Awaitable[None]]
+MAX_BATCH_ROWS = 5000  # recipients in one group commit; bounds one transaction's size and time
+
+
+@dataclass(slots=True)
+class _Write:
+    user_ids: list[str]
+    title: str
+    message: str
+    type: str
+    link: str | None
+    meta: dict[str, Any]
+    dedupe_key: str | None
+    after_commit: AfterCommit | None
+    done: asyncio.Future[tuple[list[Notification], bool]]
+
+
 class Store:
     """The notifications of every user, with per-user gap-free ``seq``."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._insert = sqlite.insert if self._sqlite else postgresql.insert
         self._write_lock = asyncio.Lock() if self._sqlite else None
+        self._pending: deque[_Write] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        # Bump each user's counter by how many notifications this batch brings them; one statement,
+        # compiled once, executed for all users of a batch (SQLAlchemy's insertmanyvalues).
+        upsert = (sqlite.insert if self._sqlite else postgresql.insert)(user_seqs).values(
+            user_id=bindparam("user_id"), last_seq=bindparam("n"))
+        self._bump = upsert.on_conflict_do_update(
+            index_elements=[user_seqs.c.user_id], set_={"last_seq": user_seqs.c.last_seq + upsert.excluded.last_seq}
+        ).returning(user_seqs.c.user_id, user_seqs.c.last_seq, sort_by_parameter_order=True)
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
@@ -88,7 +126,6 @@ class Store:
         async with self._engine.connect() as connection:
             await connection.execute(select(1))
 
-    @_translate
     async def add(
         self,
         user_ids: Sequence[str],
@@ -99,13 +136,15 @@ class Store:
         link: str | None,
         meta: dict[str, Any] | None = None,
         dedupe_key: str | None = None,
-        after_commit: Callable[[list[Notification]], Awaitable[None]] | None = None,
+        after_commit: AfterCommit | None = None,
     ) -> tuple[list[Notification], bool]:
-        """Store one notification per user in one transaction; ``(records, created)``.
+        """Store one notification per user; ``(records, created)``.
 
-        With ``dedupe_key`` already stored, returns the first record and ``created=False``.
-        ``after_commit`` runs right after the commit and before the write lock is released, so
-        publishes leave this process in ``seq`` order.
+        Concurrent calls are committed together (group commit): one transaction, one seq bump per user,
+        one insert and one sync to disk for all of them, and each call's ``after_commit`` runs right after
+        that commit, in call order, before the next batch starts — so publishes leave this process in
+        ``seq`` order and never before their rows are durable. With ``dedupe_key`` already stored,
+        returns the first record and ``created=False``.
         """
         if not user_ids:
             return [], True
@@ -113,60 +152,84 @@ class Store:
             existing = await self.by_dedupe_key(dedupe_key)
             if existing is not None:
                 return [existing], False
-        now = utcnow()
-        try:
-            async with self._writing() as connection:
-                records = await self._insert_rows(connection, sorted(set(user_ids)), now, title, message,
-                                                  type, link, meta or {}, dedupe_key)
-                await connection.commit()
-                if after_commit is not None:
-                    await after_commit(records)
-        except IntegrityError:
-            if dedupe_key is None:
-                raise
-            existing = await self.by_dedupe_key(dedupe_key)  # lost a race with a concurrent retry
-            if existing is None:
-                raise
-            return [existing], False
-        return records, True
+        write = _Write(sorted(set(user_ids)), title, message, type, link, meta or {}, dedupe_key, after_commit,
+                       asyncio.get_running_loop().create_future())
+        self._pending.append(write)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_pending(), name="store-writer")
+        return await write.done
 
-    async def _insert_rows(
-        self,
-        connection: AsyncConnection,
-        user_ids: list[str],
-        now: datetime,
-        title: str,
-        message: str,
-        type: str,
-        link: str | None,
-        meta: dict[str, Any],
-        dedupe_key: str | None,
-    ) -> list[Notification]:
-        bump = self._insert(user_seqs).values([{"user_id": u, "last_seq": 1} for u in user_ids])
-        bump = bump.on_conflict_do_update(
-            index_elements=[user_seqs.c.user_id], set_={"last_seq": user_seqs.c.last_seq + 1}
-        ).returning(user_seqs.c.user_id, user_seqs.c.last_seq)
-        seqs = dict((await connection.execute(bump)).all())
-        records = [
-            Notification(
-                id=new_id(), user_id=u, seq=seqs[u], title=title, message=message, type=type,
-                link=link, created_at=now, meta=meta,
-            )
-            for u in user_ids
-        ]
-        await connection.execute(
-            notifications.insert(),
-            [
-                {
-                    "id": r.id, "user_id": r.user_id, "seq": r.seq, "title": r.title,
-                    "message": r.message, "type": r.type, "link": r.link, "meta": r.meta,
-                    "created_at": now, "is_read": False,
-                    "dedupe_key": dedupe_key if len(records) == 1 else None,
-                }
-                for r in records
-            ],
-        )
-        return records
+    async def _write_pending(self) -> None:
+        """The writer: takes everything queued (up to a size), commits it, answers, repeats."""
+        try:
+            while self._pending:
+                batch, size = [], 0
+                while self._pending and size < MAX_BATCH_ROWS:
+                    write = self._pending.popleft()
+                    batch.append(write)
+                    size += len(write.user_ids)
+                try:
+                    results = await self._commit(batch)
+                except IntegrityError:
+                    # A dedupe key that another process stored meanwhile spoiled the batch: one by one.
+                    results = [await self._commit_alone(write) for write in batch]
+                except Exception as exc:
+                    error = _translated(exc)
+                    results = [error] * len(batch)
+                for write, result in zip(batch, results, strict=True):
+                    if write.done.done():
+                        continue
+                    if isinstance(result, BaseException):
+                        write.done.set_exception(result)
+                    else:
+                        write.done.set_result(result)
+        finally:
+            self._writer = None
+            if self._pending:  # cancelled with work queued: fail it rather than leave callers waiting
+                for write in self._pending:
+                    if not write.done.done():
+                        write.done.set_exception(Unavailable("store writer stopped"))
+                self._pending.clear()
+
+    async def _commit_alone(self, write: _Write) -> tuple[list[Notification], bool] | BaseException:
+        try:
+            return (await self._commit([write]))[0]
+        except IntegrityError as exc:
+            existing = await self.by_dedupe_key(write.dedupe_key) if write.dedupe_key else None
+            return ([existing], False) if existing is not None else _translated(exc)
+        except Exception as exc:
+            return _translated(exc)
+
+    async def _commit(self, batch: list[_Write]) -> list[tuple[list[Notification], bool]]:
+        now = utcnow()
+        counts = Counter(user for write in batch for user in write.user_ids)
+        async with self._writing() as connection:
+            bumped = await connection.execute(self._bump, [{"user_id": u, "n": n} for u, n in counts.items()])
+            next_seq = {user: last - counts[user] + 1 for user, last in bumped.all()}
+            per_write: list[list[Notification]] = []
+            rows: list[dict[str, Any]] = []
+            for write in batch:
+                records = []
+                for user in write.user_ids:
+                    seq = next_seq[user]
+                    next_seq[user] = seq + 1
+                    records.append(Notification(id=new_id(), user_id=user, seq=seq, title=write.title,
+                                                message=write.message, type=write.type, link=write.link,
+                                                created_at=now, meta=write.meta))
+                per_write.append(records)
+                dedupe = write.dedupe_key if len(records) == 1 else None
+                rows += [{"id": r.id, "user_id": r.user_id, "seq": r.seq, "title": r.title, "message": r.message,
+                          "type": r.type, "link": r.link, "meta": r.meta, "created_at": now, "is_read": False,
+                          "dedupe_key": dedupe} for r in records]
+            await connection.execute(notifications.insert(), rows)
+            await connection.commit()
+            for write, records in zip(batch, per_write, strict=True):
+                if write.after_commit is not None:
+                    try:
+                        await write.after_commit(records)
+                    except Exception:  # stored already; the caller must still hear so
+                        log.exception("after-commit hook failed for %d records", len(records))
+        return [(records, True) for records in per_write]
 
     @_translate
     async def by_dedupe_key(self, key: str) -> Notification | None:

@@ -6,6 +6,8 @@ import asyncio
 import json
 import secrets
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from namaskah_notify.db import upgrade_schema
 from namaskah_notify.models import metadata
 
-from .conftest import PostgresDatabase, RedisServer, ServerProcess, new_user, recv_json
+from .conftest import ROOT, PostgresDatabase, RedisServer, ServerProcess, new_user, recv_json
 from .test_websocket import expect_close, publish_async
 
 BACKENDS = [("sqlite", "memory"), ("sqlite", "redis"), ("postgres", "memory"), ("postgres", "redis")]
@@ -289,3 +291,16 @@ async def test_serve_with_two_workers_forms_a_cluster(make_server, postgres, red
     finally:
         for tab in tabs:
             await tab.close()
+
+
+def test_notify_db_upgrade_migrates_postgres(postgres) -> None:
+    """`notify db upgrade` brings an empty PostgreSQL database to the latest revision; `db current` says so."""
+    def notify(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "cli", "db", *args, "--database-url", postgres.url],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+    assert notify("current").stdout.strip() == "none"
+    upgraded = notify("upgrade")
+    assert upgraded.returncode == 0, upgraded.stderr
+    head = notify("current").stdout.strip()
+    assert head != "none" and head in upgraded.stdout

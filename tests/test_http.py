@@ -562,3 +562,18 @@ def test_dashboard_and_client_are_served(server):
     assert "javascript" in client.headers["content-type"]
     scripts = [httpx.get(f"{server.url}{src}").text for src in re.findall(r'<script[^>]*src="(/[^"]+)"', page.text)]
     assert any("notification-system.js" in text for text in [page.text, *scripts])
+
+
+def test_cors_follows_the_origin_allow_list(make_server) -> None:
+    """With NOTIFY_ALLOWED_ORIGINS set, the HTTP API answers CORS for those origins only."""
+    srv = make_server(NOTIFY_ALLOWED_ORIGINS="https://app.example")
+    asked = {"Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+             "Access-Control-Request-Headers": "authorization"}
+    allowed = httpx.options(f"{srv.url}/api/notifications", headers=asked)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+    refused = httpx.options(f"{srv.url}/api/notifications", headers={**asked, "Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in refused.headers
+    listed = httpx.get(f"{srv.url}/api/notifications", headers={"Origin": "https://app.example",
+                                                                **srv.user_headers("cors_user")})
+    assert listed.headers["access-control-allow-origin"] == "https://app.example"

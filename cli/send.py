@@ -1,0 +1,134 @@
+"""``notify send-test``: inject fake SMS events through ``POST /api/sms/inbound``.
+
+Mints a short-lived admin token from the local secret unless ``--token`` is given, posts ``--count``
+events at ``--rate`` per second with a progress bar, then prints a summary. HTTP failures become one
+line that says what to do (:func:`explain`). All use of ``httpx`` for this command lives here.
+Imports ``common``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from .common import DEFAULT_URL, CliError, DataDir, Url, err, fail, http_base, local_token, out
+
+# Statuses after which every further request would fail the same way.
+_FATAL = {401, 403, 404, 405, 413, 422}
+
+
+def explain(status: int, body: Any, base: str) -> str:
+    """One line for a failed ``POST /api/sms/inbound``: what the server said and what to do."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if status == 401:
+        return (f"401 unauthorized: {detail or 'token rejected'}; use an admin token made with this server's "
+                "secret (--data-dir / NOTIFY_DATA_DIR, NOTIFY_JWT_SECRET, or --token)")
+    if status == 403:
+        return f"403 forbidden: {detail or 'not allowed'}; mint an admin token with `notify token NAME --admin`"
+    if status == 422:
+        if isinstance(detail, list) and detail and isinstance(detail[0], dict):
+            first = detail[0]
+            where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+            return f"422 invalid request: {where}: {first.get('msg')}"
+        return f"422 invalid request: {detail}"
+    if status in (404, 405):
+        return f"{status}: no POST /api/sms/inbound at {base}; is this a namaskah-notify server?"
+    return f"HTTP {status}: {detail or 'request failed'}"
+
+
+def _connection_error(exc: httpx.HTTPError, base: str) -> str:
+    if isinstance(exc, httpx.ConnectError):
+        return f"cannot connect to {base}: connection refused (is `notify serve` running there?)"
+    if isinstance(exc, httpx.TimeoutException):
+        return f"{base} did not answer in time"
+    return f"request to {base} failed: {exc}"
+
+
+def _body(user: str, service: str, code: str | None, verification_id: str | None) -> dict[str, str]:
+    return {
+        "user_id": user,
+        "verification_id": verification_id or f"ver_{secrets.token_hex(6)}",
+        "service": service,
+        "code": code or f"{secrets.randbelow(10**6):06d}",
+        "message_id": f"cli_{uuid.uuid4().hex}",  # unique: a provider retry would reuse it, we never do
+    }
+
+
+def send_test(
+    user: Annotated[str, typer.Argument(help="User id to receive the SMS notification")],
+    service: Annotated[str, typer.Option(help="Service named in the message")] = "Google",
+    code: Annotated[str | None, typer.Option(help="SMS code (default: random 6 digits)")] = None,
+    verification_id: Annotated[str | None, typer.Option(help="Verification id (default: random)")] = None,
+    count: Annotated[int, typer.Option(min=1, help="How many events to send")] = 1,
+    rate: Annotated[float, typer.Option(min=0, help="Events per second (0: as fast as possible)")] = 0.0,
+    url: Url = DEFAULT_URL,
+    token: Annotated[str | None, typer.Option(envvar="NOTIFY_ADMIN_TOKEN",
+                                              help="Admin token (default: minted from the local secret)")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Inject fake SMS events (POST /api/sms/inbound) as a provider's webhook would.
+
+    Exit codes:
+      0  all sent
+      1  any failed, or the server cannot be reached
+
+    Examples:
+
+      notify send-test alice
+
+      notify send-test alice --service GitHub --code 424242
+
+      notify send-test alice --count 200 --rate 50
+    """
+    try:
+        base = http_base(url)
+        lifetime = 300 + int(count / (rate or 50))
+        admin = token or local_token(data_dir, "notify-cli", admin=True, ttl_s=lifetime)
+    except CliError as exc:
+        raise fail(exc.message, exc.exit_code) from None
+    sent = failed = 0
+    last_error = ""
+    started = time.monotonic()
+    progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=err, transient=True, disable=count == 1)
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=10) as client, progress:
+        task = progress.add_task("send", total=count)
+        for index in range(count):
+            if rate > 0:
+                time.sleep(max(0.0, started + index / rate - time.monotonic()))
+            try:
+                response = client.post("/api/sms/inbound", json=_body(user, service, code, verification_id))
+            except httpx.HTTPError as exc:
+                raise fail(_connection_error(exc, base)) from None
+            if response.status_code in (200, 201):
+                sent += 1
+                if count == 1:
+                    record = response.json()
+                    out.print(f"[green]sent[/] {escape(str(record.get('title')))} to {escape(user)} "
+                              f"(id {record.get('id')}, seq {record.get('seq')})")
+            else:
+                failed += 1
+                last_error = explain(response.status_code, _json(response), base)
+                if response.status_code in _FATAL or count == 1:
+                    progress.stop()
+                    raise fail(last_error)
+            progress.advance(task)
+    if count > 1:
+        elapsed = time.monotonic() - started
+        out.print(f"sent {sent}, failed {failed} in {elapsed:.2f} s ({sent / elapsed if elapsed else 0:.1f}/s)")
+    if failed:
+        raise fail(f"{failed} of {count} failed; last: {last_error}")
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
