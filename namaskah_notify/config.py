@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -56,6 +56,26 @@ class Settings(BaseSettings):
     # Storage.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
 
+    # SMS verifications polled at providers (``sms/``, docs/sms.md).
+    sms_poll_interval_s: float = Field(default=2.0, gt=0, le=300)
+    sms_poll_concurrency: int = Field(default=8, ge=1, le=256)  # polls in flight per provider
+    sms_lease_s: float = Field(default=15.0, gt=0)  # a dead node's verifications move on after this
+    sms_max_leases: int = Field(default=1000, ge=1)  # verifications one node polls at once
+    sms_backoff_max_s: float = Field(default=60.0, gt=0)  # longest pause of a failing provider
+    sms_default_ttl_s: int = Field(default=600, ge=1, le=86400)
+    sms_default_provider: str | None = None  # else fake when enabled, else http when configured
+    sms_code_pattern: str | None = None  # a regex; group 1 (or the match) is the code; default 4-8 digits
+    sms_fake_provider: bool = False  # the built-in inbox and POST /api/fake-provider/messages
+    sms_http_base_url: str | None = None  # enables the generic JSON polling adapter
+    sms_http_path: str = "/verifications/{id}/messages"  # {id} {phone_number} {service} {user_id}
+    sms_http_auth_header: str = "Authorization"
+    sms_http_auth_value: SecretStr | None = None  # e.g. "Bearer <api key>"
+    sms_http_messages_field: str = "messages"  # dotted path to the list; empty: the body is the list
+    sms_http_id_field: str = "id"
+    sms_http_text_field: str = "text"
+    sms_http_received_field: str = "received_at"  # ISO-8601 or epoch seconds; optional in each message
+    sms_http_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
     log_level: str = "info"
     # The browser client and demo dashboard; by default the repository's ``static/`` folder.
     static_dir: Path | None = None
@@ -66,6 +86,15 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _sms_lease_outlives_a_poll(self) -> Settings:
+        # A node renews its leases once a round; a lease shorter than a round plus a slow poll would
+        # let a second node start polling a verification the first is still polling.
+        if self.sms_lease_s < 2 * self.sms_poll_interval_s + self.sms_http_timeout_s:
+            raise ValueError("NOTIFY_SMS_LEASE_S must be at least twice NOTIFY_SMS_POLL_INTERVAL_S "
+                             "plus NOTIFY_SMS_HTTP_TIMEOUT_S")
+        return self
 
     @property
     def resolved_static_dir(self) -> Path:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
@@ -17,15 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from .config import Settings
 
 
+def _dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     """An engine for ``settings``; SQLite gets WAL, a busy timeout and the configured durability."""
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                                   json_serializer=_dumps, json_deserializer=orjson.loads)
 
     if url.database and url.database != ":memory:":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, connect_args={"timeout": 30})
+    engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps,
+                                 json_deserializer=orjson.loads)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ Routes map errors in one place (``app.py`` for HTTP, ``routes/websocket.py`` for
     ├── AuthError                    401 / 4401  unauthorized   missing, invalid or expired token
     ├── Forbidden                    403 / 4403  forbidden      not admin, or Origin not allowed
     ├── NotFound                     404 / -     not_found      not there, or not the caller's
+    ├── Conflict                     409 / -     conflict       not in a state that allows it
     ├── ProtocolError                400 / -     bad_json, unknown_type, bad_frame, ...
     ├── TooLarge                     413 / 1009  too_large
     ├── TooManyConnections           429 / 4429  too_many_connections
@@ -46,6 +47,12 @@ class NotFound(NotifyError):
     status = 404
     close_code = 1008
     code = "not_found"
+
+
+class Conflict(NotifyError):
+    status = 409
+    close_code = 1008
+    code = "conflict"
 
 
 class ProtocolError(NotifyError):

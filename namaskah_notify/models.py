@@ -51,3 +51,42 @@ user_seqs = Table(
     Column("user_id", String(128), primary_key=True),
     Column("last_seq", BigInteger, nullable=False),
 )
+
+# -- SMS verifications (``sms/``) -------------------------------------------------------------------
+# A verification is polled at its provider while pending. ``lease_owner``/``lease_until`` say which node
+# polls it: a node renews its leases every round, and a lease that lapses (the node died) is free to claim.
+# ``status`` moves pending → received | expired | cancelled; a received row with no ``notification_id``
+# yet is still leased and dispatched again until the notification is stored (the dispatcher de-duplicates).
+verifications = Table(
+    "verifications",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(128), nullable=False),
+    Column("service", String(64), nullable=False),
+    Column("phone_number", String(32), nullable=True),
+    Column("provider", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=True),
+    Column("message_id", String(256), nullable=True),
+    Column("code", String(32), nullable=True),
+    Column("notification_id", String(40), nullable=True),
+    Column("lease_owner", String(128), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)
+
+# Claiming and renewing look for pending rows by lease; expiring looks for pending rows by expiry.
+Index("ix_verifications_status_lease", verifications.c.status, verifications.c.lease_until)
+Index("ix_verifications_status_expires", verifications.c.status, verifications.c.expires_at)
+
+# The fake provider's inbox: what ``POST /api/fake-provider/messages`` put there, shared by every node.
+# Message ids are the provider's, unique within one verification (the key's prefix serves the reads).
+sms_fake_inbox = Table(
+    "sms_fake_inbox",
+    metadata,
+    Column("verification_id", String(40), primary_key=True),
+    Column("id", String(64), primary_key=True),
+    Column("text", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)

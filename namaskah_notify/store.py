@@ -110,7 +110,7 @@ class Store:
             user_id=bindparam("user_id"), last_seq=bindparam("n"))
         self._bump = upsert.on_conflict_do_update(
             index_elements=[user_seqs.c.user_id], set_={"last_seq": user_seqs.c.last_seq + upsert.excluded.last_seq}
-        ).returning(user_seqs.c.user_id, user_seqs.c.last_seq, sort_by_parameter_order=True)
+        ).returning(user_seqs.c.user_id, user_seqs.c.last_seq)
 
     @contextlib.asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:

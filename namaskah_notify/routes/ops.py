@@ -36,6 +36,7 @@ async def ws_stats(services: ServicesDep, request: Request) -> dict[str, Any]:
         "node": here,
         "nodes": nodes,
         "caught_up_connections": services.node.filled_total,
+        "sms": services.sms.snapshot() if services.sms else None,
     }
 
 
