@@ -1,4 +1,5 @@
-"""``notify send-test``: inject fake SMS events through ``POST /api/sms/inbound``.
+"""``notify send-test``: inject fake SMS events through ``POST /api/sms/inbound``, or, with
+``--via-provider``, through the polling path (a verification plus a message in the fake provider's inbox).
 
 Mints a short-lived admin token from the local secret unless ``--token`` is given, posts ``--count``
 events at ``--rate`` per second with a progress bar, then prints a summary. HTTP failures become one
@@ -38,8 +39,12 @@ def explain(status: int, body: Any, base: str) -> str:
             where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
             return f"422 invalid request: {where}: {first.get('msg')}"
         return f"422 invalid request: {detail}"
+    if status == 400 and isinstance(detail, str) and "provider" in detail:
+        return f"400: {detail}; start the server with NOTIFY_SMS_FAKE_PROVIDER=true to use --via-provider"
+    if status == 404 and isinstance(detail, str) and "fake provider" in detail:
+        return f"404: {detail}; start the server with NOTIFY_SMS_FAKE_PROVIDER=true to use --via-provider"
     if status in (404, 405):
-        return f"{status}: no POST /api/sms/inbound at {base}; is this a namaskah-notify server?"
+        return f"{status}: not found at {base}; is this a namaskah-notify server?"
     return f"HTTP {status}: {detail or 'request failed'}"
 
 
@@ -61,6 +66,17 @@ def _body(user: str, service: str, code: str | None, verification_id: str | None
     }
 
 
+def _via_provider(client: httpx.Client, user: str, service: str, code: str | None) -> httpx.Response:
+    """Start a verification with the fake provider and put an SMS with a code in its inbox; the server's
+    poller then finds it and notifies. Returns the first failed response, or the inbox's answer."""
+    started = client.post("/api/verifications", json={"user_id": user, "service": service, "provider": "fake"})
+    if started.status_code != 201:
+        return started
+    text = f"Your {service} verification code is {code or f'{secrets.randbelow(10**6):06d}'}"
+    message = {"verification_id": started.json()["id"], "text": text, "message_id": f"cli_{uuid.uuid4().hex}"}
+    return client.post("/api/fake-provider/messages", json=message)
+
+
 def send_test(
     user: Annotated[str, typer.Argument(help="User id to receive the SMS notification")],
     service: Annotated[str, typer.Option(help="Service named in the message")] = "Google",
@@ -71,9 +87,12 @@ def send_test(
     url: Url = DEFAULT_URL,
     token: Annotated[str | None, typer.Option(envvar="NOTIFY_ADMIN_TOKEN",
                                               help="Admin token (default: minted from the local secret)")] = None,
+    via_provider: Annotated[bool, typer.Option("--via-provider", help="Go through the SMS polling path: a "
+                                               "verification and a message in the fake provider's inbox")] = False,
     data_dir: DataDir = None,
 ) -> None:
-    """Inject fake SMS events (POST /api/sms/inbound) as a provider's webhook would.
+    """Inject fake SMS events (POST /api/sms/inbound) as a provider's webhook would, or with
+    --via-provider through a verification the server's SMS poller watches (needs NOTIFY_SMS_FAKE_PROVIDER).
 
     Exit codes:
       0  all sent
@@ -86,6 +105,8 @@ def send_test(
       notify send-test alice --service GitHub --code 424242
 
       notify send-test alice --count 200 --rate 50
+
+      notify send-test alice --via-provider
     """
     try:
         base = http_base(url)
@@ -104,12 +125,18 @@ def send_test(
             if rate > 0:
                 time.sleep(max(0.0, started + index / rate - time.monotonic()))
             try:
-                response = client.post("/api/sms/inbound", json=_body(user, service, code, verification_id))
+                if via_provider:
+                    response = _via_provider(client, user, service, code)
+                else:
+                    response = client.post("/api/sms/inbound", json=_body(user, service, code, verification_id))
             except httpx.HTTPError as exc:
                 raise fail(_connection_error(exc, base)) from None
             if response.status_code in (200, 201):
                 sent += 1
-                if count == 1:
+                if count == 1 and via_provider:
+                    out.print(f"[green]sent[/] an SMS for {escape(service)} to the fake inbox of verification "
+                              f"{response.json().get('verification_id')}; the poller notifies {escape(user)} shortly")
+                elif count == 1:
                     record = response.json()
                     out.print(f"[green]sent[/] {escape(str(record.get('title')))} to {escape(user)} "
                               f"(id {record.get('id')}, seq {record.get('seq')})")

@@ -179,6 +179,27 @@ async def test_send_test_reaches_a_websocket_client(server: ServerProcess) -> No
     assert f"seq {data['seq']}" in result.stdout and data["id"] in result.stdout
 
 
+async def test_send_test_via_provider_goes_through_the_sms_poller(make_server) -> None:
+    """`send-test USER --via-provider` starts a verification, fills the fake inbox, and the poller notifies."""
+    srv = make_server(NOTIFY_SMS_FAKE_PROVIDER="true", NOTIFY_SMS_POLL_INTERVAL_S="0.2")
+    user = new_user()
+    async with srv.ws(srv.token(user)) as ws:
+        assert (await recv_json(ws))["type"] == "connected"
+        result = await asyncio.to_thread(notify, "send-test", user, "--via-provider", "--service", "GitHub",
+                                         "--url", srv.url, "--data-dir", str(srv.data_dir))
+        assert result.returncode == 0, result.stderr
+        data = (await recv_until(ws, "notification", timeout=10))["data"]
+    assert (data["type"], data["message"]) == ("sms_received", "Verification code received for GitHub")
+    assert data["link"] == f"/verify?id={data['meta']['verification_id']}"
+
+
+def test_send_test_via_provider_without_the_fake_provider_says_how(server: ServerProcess) -> None:
+    """Without NOTIFY_SMS_FAKE_PROVIDER, `--via-provider` fails with one line naming the setting."""
+    result = notify("send-test", new_user(), "--via-provider", "--url", server.url,
+                    "--data-dir", str(server.data_dir))
+    assert_one_red_line(result, "NOTIFY_SMS_FAKE_PROVIDER=true")
+
+
 def test_listen_pretty_output_and_mark_read(server: ServerProcess, background) -> None:  # type: ignore[no-untyped-def]
     """Pretty `listen --mark-read` shows title, message, link and latency, and marks what it showed read."""
     user = new_user()
