@@ -1,11 +1,18 @@
-"""Opening the database: the async engine, SQLite's pragmas, and Alembic migrations of the schema.
+"""The database border: the async engine and SQLite's pragmas, write transactions (one writer at a time
+on SQLite), driver errors turned into ``Unavailable``, and Alembic migrations of the schema.
 
-Imports ``config`` (and ``models`` through the migrations).
+Imports ``config`` and ``errors`` (and ``models`` through the migrations).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import orjson
 from alembic import command
@@ -13,9 +20,15 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .config import Settings
+from .errors import Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+_write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def _dumps(value: object) -> str:
@@ -43,6 +56,41 @@ def create_engine(settings: Settings) -> AsyncEngine:
         cursor.close()
 
     return engine
+
+
+@contextlib.asynccontextmanager
+async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A write transaction. SQLite allows one writer at a time, so every writer of this process (the
+    notifications' and the verifications') queues on one lock per engine instead of on the busy timeout."""
+    if engine.dialect.name != "sqlite":
+        async with engine.begin() as connection:
+            yield connection
+        return
+    lock = _write_locks.setdefault(engine, asyncio.Lock())
+    async with lock, engine.begin() as connection:
+        yield connection
+
+
+def translated(exc: BaseException) -> BaseException:
+    """A database failure as the service's ``Unavailable``; an integrity error or anything else unchanged."""
+    if isinstance(exc, DBAPIError | SQLAlchemyError | OSError) and not isinstance(exc, IntegrityError):
+        error = Unavailable(f"database unavailable: {type(exc).__name__}")
+        error.__cause__ = exc
+        return error
+    return exc
+
+
+def translate(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    """Decorate a store method so that a database failure reaches callers as ``Unavailable``."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+            raise translated(exc) from exc
+
+    return wrapper
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:

@@ -8,56 +8,31 @@ Imports ``errors``, ``models`` and ``schemas``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import secrets
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .db import translate, translated, writing
 from .errors import Unavailable
 from .models import notifications, user_seqs
 from .schemas import Notification, utcnow
 
 log = logging.getLogger("namaskah_notify.store")
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 def new_id() -> str:
     """``notif_`` + milliseconds + randomness: unique, and sorts roughly by creation time."""
     return f"notif_{int(time.time() * 1000):011x}{secrets.token_hex(6)}"
-
-
-def _translated(exc: BaseException) -> BaseException:
-    """A database failure as the service's ``Unavailable``; anything else unchanged."""
-    if isinstance(exc, (DBAPIError, SQLAlchemyError, OSError)) and not isinstance(exc, IntegrityError):
-        error = Unavailable(f"database unavailable: {type(exc).__name__}")
-        error.__cause__ = exc
-        return error
-    return exc
-
-
-def _translate(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
-            if isinstance(exc, IntegrityError):
-                raise
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
-
-    return wrapper
 
 
 def _record(row: Any) -> Notification:
@@ -101,7 +76,6 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite = engine.dialect.name == "sqlite"
-        self._write_lock = asyncio.Lock() if self._sqlite else None
         self._pending: deque[_Write] = deque()
         self._writer: asyncio.Task[None] | None = None
         # Bump each user's counter by how many notifications this batch brings them; one statement,
@@ -112,16 +86,7 @@ class Store:
             index_elements=[user_seqs.c.user_id], set_={"last_seq": user_seqs.c.last_seq + upsert.excluded.last_seq}
         ).returning(user_seqs.c.user_id, user_seqs.c.last_seq)
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._engine.begin() as connection:
-                yield connection
-            return
-        async with self._write_lock, self._engine.begin() as connection:
-            yield connection
-
-    @_translate
+    @translate
     async def ping(self) -> None:
         async with self._engine.connect() as connection:
             await connection.execute(select(1))
@@ -174,7 +139,7 @@ class Store:
                     # A dedupe key that another process stored meanwhile spoiled the batch: one by one.
                     results = [await self._commit_alone(write) for write in batch]
                 except Exception as exc:
-                    error = _translated(exc)
+                    error = translated(exc)
                     results = [error] * len(batch)
                 for write, result in zip(batch, results, strict=True):
                     if write.done.done():
@@ -196,14 +161,14 @@ class Store:
             return (await self._commit([write]))[0]
         except IntegrityError as exc:
             existing = await self.by_dedupe_key(write.dedupe_key) if write.dedupe_key else None
-            return ([existing], False) if existing is not None else _translated(exc)
+            return ([existing], False) if existing is not None else translated(exc)
         except Exception as exc:
-            return _translated(exc)
+            return translated(exc)
 
     async def _commit(self, batch: list[_Write]) -> list[tuple[list[Notification], bool]]:
         now = utcnow()
         counts = Counter(user for write in batch for user in write.user_ids)
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             bumped = await connection.execute(self._bump, [{"user_id": u, "n": n} for u, n in counts.items()])
             next_seq = {user: last - counts[user] + 1 for user, last in bumped.all()}
             per_write: list[list[Notification]] = []
@@ -231,7 +196,7 @@ class Store:
                         log.exception("after-commit hook failed for %d records", len(records))
         return [(records, True) for records in per_write]
 
-    @_translate
+    @translate
     async def by_dedupe_key(self, key: str) -> Notification | None:
         async with self._engine.connect() as connection:
             row = (await connection.execute(
@@ -239,7 +204,7 @@ class Store:
             )).first()
         return _record(row) if row else None
 
-    @_translate
+    @translate
     async def page(
         self, user_id: str, *, limit: int, before_seq: int | None = None, since_seq: int | None = None
     ) -> list[Notification]:
@@ -255,7 +220,7 @@ class Store:
             rows = (await connection.execute(query.limit(limit))).all()
         return [_record(row) for row in rows]
 
-    @_translate
+    @translate
     async def between(self, user_id: str, after_seq: int, upto_seq: int | None, limit: int) -> list[Notification]:
         """``after_seq < seq <= upto_seq`` in order: replay on resume, and filling a gap."""
         query = select(notifications).where(
@@ -267,7 +232,7 @@ class Store:
             rows = (await connection.execute(query.order_by(notifications.c.seq.asc()).limit(limit))).all()
         return [_record(row) for row in rows]
 
-    @_translate
+    @translate
     async def state(self, user_id: str) -> tuple[int, int]:
         """``(unread_count, last_seq)`` for a user, read together."""
         async with self._engine.connect() as connection:
@@ -277,14 +242,14 @@ class Store:
             )).scalar()
         return unread, int(last or 0)
 
-    @_translate
+    @translate
     async def last_seqs(self, user_ids: Sequence[str]) -> dict[str, int]:
         """Each user's last assigned seq (users with none are left out)."""
         query = select(user_seqs.c.user_id, user_seqs.c.last_seq).where(user_seqs.c.user_id.in_(list(user_ids)))
         async with self._engine.connect() as connection:
             return {user: int(seq) for user, seq in (await connection.execute(query)).all()}
 
-    @_translate
+    @translate
     async def unread_count(self, user_id: str) -> int:
         async with self._engine.connect() as connection:
             return await self._unread(connection, user_id)
@@ -296,11 +261,11 @@ class Store:
         )
         return int((await connection.execute(query)).scalar() or 0)
 
-    @_translate
+    @translate
     async def mark_read(self, user_id: str, notification_id: str) -> tuple[Notification | None, bool, int]:
         """``(record or None when not the user's, changed, unread_count)``."""
         where = and_(notifications.c.id == notification_id, notifications.c.user_id == user_id)
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             changed = (await connection.execute(
                 update(notifications).where(where, notifications.c.is_read.is_(False))
                 .values(is_read=True, read_at=utcnow())
@@ -309,10 +274,10 @@ class Store:
             unread = await self._unread(connection, user_id)
         return (_record(row) if row else None), changed, unread
 
-    @_translate
+    @translate
     async def mark_all_read(self, user_id: str) -> int:
         """Marks every unread one read; returns how many changed."""
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(notifications)
                 .where(notifications.c.user_id == user_id, notifications.c.is_read.is_(False))

@@ -13,42 +13,24 @@ Imports ``errors``, ``models``, ``schemas`` and ``sms.schemas``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import functools
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..errors import Unavailable
+from ..db import translate, writing
 from ..models import sms_fake_inbox, verifications
 from ..schemas import utcnow
 from .schemas import ProviderMessage, Verification
 
-P = ParamSpec("P")
-T = TypeVar("T")
 v = verifications
 
 
 def new_verification_id() -> str:
     return f"ver_{secrets.token_hex(8)}"
-
-
-def _translate(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return await method(*args, **kwargs)
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
-            raise Unavailable(f"database unavailable: {type(exc).__name__}") from exc
-
-    return wrapper
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -80,20 +62,9 @@ class VerificationStore:
         self._engine = engine
         sqlite_engine = engine.dialect.name == "sqlite"
         self._insert = sqlite.insert if sqlite_engine else postgresql.insert
-        # One writer at a time on SQLite: queue this module's writes here rather than on its busy timeout.
-        self._write_lock = asyncio.Lock() if sqlite_engine else None
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._engine.begin() as connection:
-                yield connection
-            return
-        async with self._write_lock, self._engine.begin() as connection:
-            yield connection
 
     # -- verifications --------------------------------------------------------------------------------
-    @_translate
+    @translate
     async def create(self, user_id: str, service: str, phone_number: str | None, provider: str,
                      ttl_s: float) -> Verification:
         now = utcnow()
@@ -102,12 +73,12 @@ class VerificationStore:
             "provider": provider, "status": "pending", "created_at": now,
             "expires_at": now + timedelta(seconds=ttl_s),
         }
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(v.insert(), row)
         return Verification(**{k: row[k] for k in ("id", "user_id", "service", "phone_number", "provider",
                                                     "status", "created_at", "expires_at")})
 
-    @_translate
+    @translate
     async def get(self, verification_id: str) -> Verification | None:
         """The verification; a pending one past its expiry is marked expired first."""
         async with self._engine.connect() as connection:
@@ -121,40 +92,40 @@ class VerificationStore:
                 record = _record((await connection.execute(select(v).where(v.c.id == verification_id))).one())
         return record
 
-    @_translate
+    @translate
     async def cancel(self, verification_id: str) -> bool:
         """Pending → cancelled; False when it was not pending (or not there)."""
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(v).where(v.c.id == verification_id, v.c.status == "pending", v.c.expires_at > utcnow())
                 .values(status="cancelled", lease_owner=None, lease_until=None)
             )
         return result.rowcount > 0
 
-    @_translate
+    @translate
     async def expire_due(self, only: str | None = None) -> int:
         """Pending verifications past their expiry become expired (and stop being polled)."""
         query = update(v).where(v.c.status == "pending", v.c.expires_at <= utcnow())
         if only is not None:
             query = query.where(v.c.id == only)
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(query.values(status="expired", lease_owner=None, lease_until=None))
         return int(result.rowcount or 0)
 
-    @_translate
+    @translate
     async def pending_count(self) -> int:
         query = select(func.count()).select_from(v).where(v.c.status == "pending", v.c.expires_at > utcnow())
         async with self._engine.connect() as connection:
             return int((await connection.execute(query)).scalar() or 0)
 
     # -- leases ---------------------------------------------------------------------------------------
-    @_translate
+    @translate
     async def lease(self, owner: str, lease_s: float, limit: int, providers: list[str]) -> list[Verification]:
         """Renew this node's leases, claim free ones up to ``limit`` in all; the rows this node now polls.
         Only verifications of ``providers`` (those this node has configured) are claimed."""
         now = utcnow()
         until = now + timedelta(seconds=lease_s)
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             renewed = (await connection.execute(
                 update(v).where(v.c.lease_owner == owner, _pollable(now)).values(lease_until=until).returning(v)
             )).all()
@@ -169,52 +140,52 @@ class VerificationStore:
             select(v.c.id).where(free).order_by(v.c.created_at).limit(room).with_for_update(skip_locked=True)
             .cte("picked").prefix_with("MATERIALIZED")
         )
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             claimed = (await connection.execute(
                 update(v).where(v.c.id.in_(select(picked.c.id))).values(lease_owner=owner, lease_until=until)
                 .returning(v)
             )).all()
         return [_record(row) for row in (*renewed, *claimed)]
 
-    @_translate
+    @translate
     async def release(self, owner: str) -> int:
         """Give up every lease of this node (on shutdown), so another node takes over at once."""
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(v).where(v.c.lease_owner == owner).values(lease_owner=None, lease_until=None)
             )
         return int(result.rowcount or 0)
 
-    @_translate
+    @translate
     async def mark_received(self, verification_id: str, owner: str, message_id: str, code: str,
                             received_at: datetime) -> bool:
         """Pending → received, only while this node holds the lease; False when another node or a cancel
         or the expiry got there first."""
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             result = await connection.execute(
                 update(v).where(v.c.id == verification_id, v.c.status == "pending", v.c.lease_owner == owner)
                 .values(status="received", message_id=message_id, code=code, received_at=received_at)
             )
         return result.rowcount > 0
 
-    @_translate
+    @translate
     async def mark_notified(self, verification_id: str, notification_id: str) -> None:
         """The notification is stored: nothing more to do for this verification; its lease ends."""
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             await connection.execute(
                 update(v).where(v.c.id == verification_id)
                 .values(notification_id=notification_id, lease_owner=None, lease_until=None)
             )
 
     # -- the fake provider's inbox --------------------------------------------------------------------
-    @_translate
+    @translate
     async def add_fake_message(self, verification_id: str, message_id: str, text: str,
                                received_at: datetime) -> tuple[ProviderMessage, bool]:
         """Put an SMS in the fake inbox; ``(message, created)``, the first one for a repeated id."""
         insert = self._insert(sms_fake_inbox).values(
             verification_id=verification_id, id=message_id, text=text, received_at=received_at
         ).on_conflict_do_nothing()
-        async with self._writing() as connection:
+        async with writing(self._engine) as connection:
             created = (await connection.execute(insert)).rowcount > 0
             row = (await connection.execute(
                 select(sms_fake_inbox).where(sms_fake_inbox.c.verification_id == verification_id,
@@ -222,7 +193,7 @@ class VerificationStore:
             )).one()
         return ProviderMessage(row.id, row.text, _utc(row.received_at)), created
 
-    @_translate
+    @translate
     async def fake_messages(self, verification_id: str) -> list[ProviderMessage]:
         query = (select(sms_fake_inbox).where(sms_fake_inbox.c.verification_id == verification_id)
                  .order_by(sms_fake_inbox.c.received_at))
