@@ -29,7 +29,8 @@ from .errors import NotFound, NotifyError
 from .hub import Hub
 from .limits import BodySizeLimit
 from .node import Node
-from .routes import notifications, ops, verifications
+from .revocations import Revocations
+from .routes import admin, notifications, ops, verifications
 from .routes.websocket import NotificationSocket
 from .sms import SmsService, check_settings
 from .stats import Stats
@@ -56,8 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             raise
         stats = Stats()
-        hub = Hub(stats, settings.max_connections_per_user)
+        revocations = Revocations()
+        hub = Hub(stats, settings.max_connections_per_user, on_revoked=revocations.note)
         store = Store(engine)
+        await revocations.refresh(store)
 
         async def presence() -> list[str]:
             """Users connected anywhere in the cluster (this node's when alone or Redis is down)."""
@@ -68,13 +71,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return hub.user_ids() if users is None else users
 
         dispatcher = Dispatcher(store, broker, stats, presence=presence)
-        node = Node(node_id, hub, store, broker, stats, reconcile_interval_s=settings.reconcile_interval_s,
+        node = Node(node_id, hub, store, broker, stats, revocations,
+                    reconcile_interval_s=settings.reconcile_interval_s,
                     heartbeat_interval_s=min(1.0, settings.node_ttl_s / 3))
         await broker.start(hub.deliver, on_gap=node.gap)
         node.start()
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()
-        app.state.services = Services(settings, verifier, store, broker, hub, dispatcher, stats, node, sms)
+        app.state.services = Services(settings, verifier, store, broker, hub, dispatcher, stats, node,
+                                      revocations, sms)
         log.info("ready: node=%s database=%s broker=%s", node_id, engine.url.get_backend_name(),
                  settings.broker_url.split("://", 1)[0])
         try:
@@ -94,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(NotificationSocket)  # outermost: sockets skip the HTTP layers entirely
     app.include_router(notifications.router)
+    app.include_router(admin.router)
     app.include_router(ops.router)
     app.include_router(verifications.router)
     _mount_static(app, settings)

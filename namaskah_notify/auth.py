@@ -31,6 +31,7 @@ class Identity:
     user_id: str
     is_admin: bool
     expires_at: float
+    issued_at: float | None = None  # the iat claim, for revocation
 
 
 def load_or_create_secret(data_dir: Path) -> str:
@@ -147,7 +148,9 @@ def _identity(claims: dict) -> Identity:
     exp = claims["exp"]
     if not isinstance(exp, int | float):
         raise AuthError("token exp invalid")
-    return Identity(user_id=user, is_admin=claims.get("role") == "admin", expires_at=float(exp))
+    iat = claims.get("iat")
+    issued = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
+    return Identity(user_id=user, is_admin=claims.get("role") == "admin", expires_at=float(exp), issued_at=issued)
 
 
 def mint_token(

@@ -67,6 +67,7 @@ class Connection:
         self.id = secrets.token_hex(8)
         self.user_id = user_id
         self.last_seq = 0  # highest seq written to this socket
+        self.issued_at: float | None = None  # the current token's iat, for revocation
         self.closed = False
         self.close_code: int | None = None
         self._send_text = send_text
@@ -223,8 +224,10 @@ class Connection:
 class Hub:
     """Connections by user on this node."""
 
-    def __init__(self, stats: Stats, max_per_user: int) -> None:
+    def __init__(self, stats: Stats, max_per_user: int,
+                 on_revoked: Callable[[str, float], None] | None = None) -> None:
         self._stats = stats
+        self._on_revoked = on_revoked
         self._max_per_user = max_per_user
         self._users: dict[str, dict[str, Connection]] = {}
         self.connection_count = 0
@@ -266,10 +269,19 @@ class Hub:
         """The broker's callback: queue each frame on every connection of its user. Never awaits."""
         users = self._users
         for envelope in envelopes:
+            if envelope.close_code is not None:
+                self._close_user(envelope)
+                continue
             mine = users.get(envelope.user_id)
             if mine:
                 for connection in list(mine.values()):
                     connection.enqueue(envelope)
+
+    def _close_user(self, envelope: Envelope) -> None:
+        if envelope.revoked_before is not None and self._on_revoked is not None:
+            self._on_revoked(envelope.user_id, envelope.revoked_before)
+        for connection in self.connections_for(envelope.user_id):
+            connection.close(envelope.close_code or 1008, envelope.frame[:120])
 
     def close_all(self, code: int, reason: str) -> None:
         for mine in list(self._users.values()):

@@ -52,6 +52,15 @@ user_seqs = Table(
     Column("last_seq", BigInteger, nullable=False),
 )
 
+# An administrator's revocation: every token of the user issued before ``revoked_before`` is refused.
+user_revocations = Table(
+    "user_revocations",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("revoked_before", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 # -- SMS verifications (``sms/``) -------------------------------------------------------------------
 # A verification is polled at its provider while pending. ``lease_owner``/``lease_until`` say which node
 # polls it: a node renews its leases every round, and a lease that lapses (the node died) is free to claim.

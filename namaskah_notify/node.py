@@ -5,7 +5,7 @@ message lost while Redis was down, a subscription that dropped for a moment. Eve
 compares each connected user's last stored ``seq`` with what each connection was sent; a connection
 still behind a seq that was already stored at the previous check is told to fill the gap from the
 store. When the broker reports a gap, the check runs at once and fills without waiting.
-Imports ``brokers``, ``hub``, ``stats`` and ``store``.
+Imports ``brokers``, ``hub``, ``revocations``, ``stats`` and ``store``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import time
 
 from .brokers import Broker, Envelope
 from .hub import Connection, Hub
+from .revocations import Revocations
 from .stats import Stats
 from .store import Store
 
@@ -28,13 +29,14 @@ CHUNK = 500
 
 
 class Node:
-    def __init__(self, node_id: str, hub: Hub, store: Store, broker: Broker, stats: Stats, *,
-                 reconcile_interval_s: float, heartbeat_interval_s: float) -> None:
+    def __init__(self, node_id: str, hub: Hub, store: Store, broker: Broker, stats: Stats,
+                 revocations: Revocations, *, reconcile_interval_s: float, heartbeat_interval_s: float) -> None:
         self.node_id = node_id
         self._hub = hub
         self._store = store
         self._broker = broker
         self._stats = stats
+        self._revocations = revocations
         self._reconcile_interval = reconcile_interval_s
         self._heartbeat_interval = heartbeat_interval_s
         self._wake = asyncio.Event()
@@ -78,8 +80,16 @@ class Node:
                 await asyncio.wait_for(self._wake.wait(), self._reconcile_interval)
             try:
                 await self._reconcile_once()
+                self._close_revoked(await self._revocations.refresh(self._store))
             except Exception as exc:  # the database is down: next round
                 log.debug("reconcile failed: %s", exc)
+
+    def _close_revoked(self, users: list[str]) -> None:
+        """Revocations this node learnt from the table rather than the broker: close what they cover."""
+        for user_id in users:
+            for connection in self._hub.connections_for(user_id):
+                if self._revocations.refuses_issued(user_id, connection.issued_at):
+                    connection.close(4401, "token revoked")
 
     async def _heartbeat_loop(self) -> None:
         while True:

@@ -14,7 +14,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .db import translate, translated, writing
 from .errors import Unavailable
-from .models import notifications, user_seqs
+from .models import notifications, user_revocations, user_seqs
 from .schemas import Notification, utcnow
 
 log = logging.getLogger("namaskah_notify.store")
@@ -33,6 +33,10 @@ log = logging.getLogger("namaskah_notify.store")
 def new_id() -> str:
     """``notif_`` + milliseconds + randomness: unique, and sorts roughly by creation time."""
     return f"notif_{int(time.time() * 1000):011x}{secrets.token_hex(6)}"
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment  # SQLite keeps no zone
 
 
 def _record(row: Any) -> Notification:
@@ -284,3 +288,29 @@ class Store:
                 .values(is_read=True, read_at=utcnow())
             )
         return int(result.rowcount or 0)
+
+    # -- revocations ---------------------------------------------------------------------------------
+    @translate
+    async def revoke(self, user_id: str, before: datetime) -> None:
+        """Refuse the user's tokens issued before ``before`` from now on (never moves it back)."""
+        insert = (sqlite.insert if self._sqlite else postgresql.insert)(user_revocations)
+        statement = insert.values(user_id=user_id, revoked_before=before, updated_at=utcnow())
+        statement = statement.on_conflict_do_update(
+            index_elements=[user_revocations.c.user_id],
+            set_={"revoked_before": func.max(user_revocations.c.revoked_before, statement.excluded.revoked_before)
+                  if self._sqlite else func.greatest(user_revocations.c.revoked_before,
+                                                     statement.excluded.revoked_before),
+                  "updated_at": statement.excluded.updated_at},
+        )
+        async with writing(self._engine) as connection:
+            await connection.execute(statement)
+
+    @translate
+    async def revocations_since(self, since: datetime | None) -> list[tuple[str, datetime, datetime]]:
+        """``(user_id, revoked_before, updated_at)`` changed after ``since`` (all when None)."""
+        query = select(user_revocations.c.user_id, user_revocations.c.revoked_before, user_revocations.c.updated_at)
+        if since is not None:
+            query = query.where(user_revocations.c.updated_at > since)
+        async with self._engine.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        return [(user, _utc(before), _utc(updated)) for user, before, updated in rows]

@@ -19,13 +19,17 @@ class Envelope:
 
     Notification frames carry their ``seq`` (for ordering and de-duplication on each connection) and
     ``created`` (epoch seconds, for the push latency figure). An envelope with an empty ``frame`` and a
-    ``seq`` asks each connection to catch up from the store to that ``seq``.
+    ``seq`` asks each connection to catch up from the store to that ``seq``. One with a ``close_code``
+    closes every connection of the user (``frame`` is the reason); ``revoked_before`` (epoch seconds) then
+    tells every node that the user's tokens issued earlier are refused.
     """
 
     user_id: str
     frame: str
     seq: int | None = None
     created: float | None = None
+    close_code: int | None = None
+    revoked_before: float | None = None
 
 
 Deliver = Callable[[list[Envelope]], None]

@@ -117,7 +117,7 @@ class RedisBroker(Broker):
             message = orjson.loads(data)
             if message["n"] == self._node_id or self._deliver is None:
                 return  # our own publish was delivered locally already
-            self._deliver([Envelope(u, f, s, c) for u, s, c, f in message["e"]])
+            self._deliver([Envelope(e[0], e[3], e[1], e[2], *e[4:6]) for e in message["e"]])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.error("dropped a malformed broker message (%d bytes)", len(data))
 
@@ -127,7 +127,8 @@ class RedisBroker(Broker):
         if not self.up:
             raise BrokerDown("redis is down; other nodes will catch up from the store")
         payload = orjson.dumps(
-            {"n": self._node_id, "e": [[e.user_id, e.seq, e.created, e.frame] for e in envelopes]}
+            {"n": self._node_id, "e": [[e.user_id, e.seq, e.created, e.frame, e.close_code, e.revoked_before]
+                                       for e in envelopes]}
         )
         await self._redis.publish(CHANNEL, payload)
 

@@ -134,7 +134,7 @@ async def _authenticate(socket: Socket, services: Services) -> Identity:
         if not isinstance(frame, protocol.Auth):
             raise AuthError("authenticate first: ?token=, Authorization: Bearer, or an auth frame")
         token = frame.token
-    return services.verifier.verify(token)
+    return services.identify(token)
 
 
 async def _refuse(socket: Socket, services: Services, exc: NotifyError, who: str = "") -> None:
@@ -169,6 +169,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
         queue_size=settings.send_queue_size,
         replay_limit=settings.replay_limit,
     )
+    connection.issued_at = identity.issued_at
     limit = settings.max_connections_per_user
     try:
         services.hub.register(connection)  # from here, live frames queue up while we catch up
@@ -271,11 +272,12 @@ async def _handle(frame: protocol.ClientFrame, services: Services, connection: C
             if created is not None:
                 services.stats.acked(created, time.time())
         case protocol.RefreshToken(token=token):
-            fresh = services.verifier.verify(token)
+            fresh = services.identify(token)
             if fresh.user_id != user_id:
                 raise AuthError("refresh token is for another user")
             settings = services.settings
             connection.arm_expiry(fresh.expires_at, settings.token_expiry_warning_s, settings.jwt_leeway_s)
+            connection.issued_at = fresh.issued_at
             _reply(connection, protocol.token_refreshed_frame(fresh.expires_at))
         case protocol.Auth():
             raise ProtocolError("already authenticated; use refresh_token to extend", code="bad_frame")

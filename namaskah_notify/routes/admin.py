@@ -1,0 +1,51 @@
+"""Administration: disconnect a user everywhere, optionally revoking the tokens they hold."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict
+
+from ..brokers import Envelope
+from ..deps import AdminDep, ServicesDep
+from ..schemas import iso
+
+log = logging.getLogger("namaskah_notify.admin")
+router = APIRouter(prefix="/api/admin")
+
+
+class DisconnectBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    revoke_tokens: bool = False
+
+
+@router.post("/users/{user_id}/disconnect")
+async def disconnect_user(
+    services: ServicesDep, _admin: AdminDep, user_id: str, body: DisconnectBody | None = None
+) -> dict[str, Any]:
+    """Close every connection of ``user_id`` on every node; with ``revoke_tokens``, the tokens issued
+    before now can no longer connect or call the API (4401 / 401 "token revoked")."""
+    revoke = body is not None and body.revoke_tokens
+    before = None
+    if revoke:
+        # Whole seconds, as in iat: a token minted in this same second still works, an older one not.
+        before = float(int(time.time()))
+        await services.store.revoke(user_id[:128], datetime.fromtimestamp(before, UTC))
+        services.revocations.note(user_id, before)
+    reason = "token revoked" if revoke else "disconnected by an administrator"
+    envelope = Envelope(user_id, reason, close_code=4401 if revoke else 1008, revoked_before=before)
+    try:
+        await services.broker.publish([envelope])  # this node's connections are closed already
+        others = "notified"
+    except Exception:
+        # Other nodes close revoked connections when they next re-read the revocations (seconds);
+        # a plain disconnect cannot reach them now.
+        others = "pending" if revoke else "unreachable"
+    log.warning("admin disconnect: user=%s revoke_tokens=%s other nodes %s", user_id, revoke, others)
+    return {"user_id": user_id, "revoked_before": iso(datetime.fromtimestamp(before, UTC)) if before else None,
+            "other_nodes": others}
