@@ -62,7 +62,7 @@ def serve(
                            ("NOTIFY_DATABASE_URL", settings.database_url), ("NOTIFY_BROKER_URL", settings.broker_url)):
             if value:
                 os.environ[key] = value
-        uvicorn.run("namaskah_notify.app:create_app", factory=True, host=host, port=port,
+        uvicorn.run("namaskah_notify.server:create_asgi", factory=True, host=host, port=port,
                     workers=workers, reload=reload, **uvicorn_options(settings))
         return
     NotifyServer(uvicorn_config(application, settings, host=host, port=port), application).run()

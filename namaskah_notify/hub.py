@@ -33,6 +33,8 @@ class TokenBucket:
     """Client frames allowed per second, with a burst. Below zero, frames are refused; far below, the
     connection is closed."""
 
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
         self.burst = float(burst)
@@ -51,7 +53,11 @@ class TokenBucket:
 
 
 class Connection:
-    """One open WebSocket of one user."""
+    """One open WebSocket of one user. Slotted: thousands of idle ones should cost little."""
+
+    __slots__ = ("_close_socket", "_closer", "_created", "_queue", "_queue_size", "_replay_limit", "_send_text",
+                 "_sender", "_sending", "_stats", "_store", "_timer", "behind_at", "close_code", "closed", "id",
+                 "issued_at", "last_seq", "user_id")
 
     def __init__(
         self,
@@ -83,7 +89,7 @@ class Connection:
         self._sender: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None  # token expiry: the warning, then the close
-        self._created: dict[int, float] = {}  # seq -> created_at of recent live pushes, for acks
+        self._created: dict[int, float] | None = None  # seq -> created_at of recent live pushes, for acks
         self.behind_at = 0  # a stored seq this connection had not been sent at the last reconciliation
 
     # -- writing -------------------------------------------------------------------------------------
@@ -148,13 +154,16 @@ class Connection:
         self.last_seq = seq
         if created is not None:
             self._stats.pushed(created, time.time())
-            self._created[seq] = created
-            if len(self._created) > 256:
-                del self._created[next(iter(self._created))]
+            recent = self._created
+            if recent is None:
+                recent = self._created = {}
+            recent[seq] = created
+            if len(recent) > 256:
+                del recent[next(iter(recent))]
 
     def pushed_at(self, seq: int) -> float | None:
         """``created_at`` of a recently pushed ``seq`` (once), to turn its ack into a latency."""
-        return self._created.pop(seq, None)
+        return self._created.pop(seq, None) if self._created else None
 
     async def _fill_gap(self, upto_seq: int) -> None:
         """Frames can arrive out of order across publishers; what is missing is stored, so read it."""

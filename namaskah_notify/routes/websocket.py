@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -54,6 +55,12 @@ class Socket:
                 return value.decode("latin-1")
         return None
 
+    def forget_handshake(self) -> None:
+        """Headers and query (with any token in it) are read: drop them from the scope that lives as long
+        as the connection. Only uvicorn's log lines read the scope after this, for client and path."""
+        self.scope["headers"] = []
+        self.scope["query_string"] = b""
+
     def query(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[0] if values else None
@@ -84,14 +91,23 @@ class Socket:
 
 
 class NotificationSocket:
-    """ASGI middleware: ``/ws/notifications`` is served here; everything else goes on to the app."""
+    """ASGI middleware: ``/ws/notifications`` is served here; everything else goes on to the app.
+
+    ``server.py`` wraps the whole FastAPI app in it, so sockets skip even the framework's middleware;
+    ``create_app`` also installs it as the outermost middleware, for ``uvicorn --factory create_app``.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
+    @property
+    def state(self) -> Any:
+        return self.app.state  # type: ignore[attr-defined]
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == PATH:
-            await serve_socket(scope["app"].state.services, Socket(scope, receive, send))
+            owner = scope.get("app", self.app)  # the FastAPI app, inside or outside of it
+            await serve_socket(owner.state.services, Socket(scope, receive, send))
             return
         await self.app(scope, receive, send)
 
@@ -154,6 +170,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
             raise Forbidden("origin not allowed")
         since_seq = _since_seq(socket)
         identity = await _authenticate(socket, services)
+        socket.forget_handshake()
     except (_Closed, OSError):
         return
     except NotifyError as exc:
