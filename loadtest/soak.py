@@ -7,7 +7,7 @@ its raw numbers as JSON. Sizes and durations are options; the defaults are the i
 
     python loadtest/soak.py flood      [--users 100 --seconds 10 --burst-rate 2000]      # item 7
     python loadtest/soak.py slow       [--clients 500 --rate 100 --seconds 60 --target both] # item 9
-    python loadtest/soak.py slow-memory [--nonreaders 200 --queue 64 --pad 8192]          # item 9, RSS
+    python loadtest/soak.py slow-memory [--nonreaders 200 --queue 64 --pad 5500]          # item 9, RSS
     python loadtest/soak.py restart    [--clients 1000 --rate 100]                          # item 10
     python loadtest/soak.py crash      [--clients 200 --rate 500]                           # item 11
     python loadtest/soak.py frozen     [--ping-interval 2 --ping-timeout 2]                 # item 11
@@ -317,7 +317,7 @@ class Tab:
         except ConnectionClosed:
             pass
         finally:
-            rcvd = self.ws.close_rcvd
+            rcvd = self.ws.protocol.close_rcvd
             code = rcvd.code if rcvd is not None else 1006
             self.connected.clear()
             if not self.stopping:
@@ -434,13 +434,14 @@ class Publisher:
     statuses: Counter = field(default_factory=Counter)
     requests: int = 0
     late_s: float = 0.0
+    timeout: float = 30.0  # per request, and for the requests still in flight at the end
 
     async def run(self, batches: Callable[[int], list[tuple[list[str], dict[str, Any]]]], rate: float,
                   seconds: float, stop: asyncio.Event | None = None) -> None:
         """``rate`` ticks per second for ``seconds``; tick i posts each (users, fields) of ``batches(i)``."""
         gate = asyncio.Semaphore(self.concurrency)
         pending: set[asyncio.Task[None]] = set()
-        async with httpx.AsyncClient(timeout=httpx.Timeout(30, connect=5), headers=self.target.admin_headers,
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout, connect=5), headers=self.target.admin_headers,
                                      limits=httpx.Limits(max_connections=self.concurrency)) as client:
             async def post(users: list[str], fields: dict[str, Any], due: float) -> None:
                 try:
@@ -453,7 +454,7 @@ class Publisher:
                     if response.status_code == 201:
                         for item in response.json().get("items", []):
                             self.acked.setdefault(item["user_id"], set()).add(int(item["seq"]))
-                except httpx.HTTPError as exc:
+                except (httpx.HTTPError, RuntimeError) as exc:  # RuntimeError: still queued when the run ended
                     self.statuses[type(exc).__name__] += 1
 
             started = time.time()
@@ -469,14 +470,24 @@ class Publisher:
                     pending.add(task)
                     task.add_done_callback(pending.discard)
             if pending:
-                await asyncio.wait(pending, timeout=30)
-            for task in pending:
+                await asyncio.wait(pending, timeout=self.timeout)
+            for task in list(pending):
                 task.cancel()
 
     def lost(self, tabs: list[Tab]) -> int:
         """(tab, seq) pairs answered 201 that the tab never received."""
         return sum(len(self.acked.get(t.user, set()) - t.received - set(range((t.base_seq or 0) + 1)))
                    for t in tabs)
+
+
+def padding(size: int) -> dict[str, Any]:
+    """Fields that make a notification about ``size`` bytes bigger (the message takes at most 2,000
+    characters and ``meta`` 4 KiB, so about 5,500 is the most)."""
+    message = "x" * min(size, 2000)
+    fields: dict[str, Any] = {"message": message}
+    if size > 2000:
+        fields["meta"] = {"pad": "y" * min(size - 2000, 3500)}
+    return fields
 
 
 def round_robin(users: list[str], per_tick: int) -> Callable[[int], list[str]]:
@@ -507,9 +518,15 @@ def figure(item: str, text: str, numbers: dict[str, Any]) -> dict[str, Any]:
 
 # -- item 7: rate and connection limits ------------------------------------------------------------------
 async def flood(root: Path | None = None, *, users: int = 100, seconds: float = 10, rate: float = 50,
-                burst_rate: float = 2000, cap: int = 20, frames_per_s: float = 1000) -> dict[str, Any]:
-    """A frame flood closes 1008; the per-user cap holds; a handshake burst leaves others' p99 ≤ 2× quiet."""
-    target = Target(workdir(root, "flood"), env={"NOTIFY_MAX_CONNECTIONS_PER_USER": cap}).start()
+                burst_rate: float = 2000, cap: int = 20, frames_per_s: float = 1000,
+                handshake_limit: float = 50) -> dict[str, Any]:
+    """A frame flood closes 1008; the per-user cap holds; a handshake burst leaves others' p99 ≤ 2× quiet.
+    The server runs with ``NOTIFY_HANDSHAKE_RATE_PER_IP=handshake_limit`` (0: none), the protection a
+    deployment turns on (or leaves to its proxy) against one address opening connections flat out."""
+    env: dict[str, Any] = {"NOTIFY_MAX_CONNECTIONS_PER_USER": cap}
+    if handshake_limit:
+        env["NOTIFY_HANDSHAKE_RATE_PER_IP"] = handshake_limit
+    target = Target(workdir(root, "flood"), env=env).start()
     try:
         # 1. one connection sending frames_per_s frames per second until it is closed.
         flooder = await connect(target.ws_url("flooder"), additional_headers={
@@ -521,7 +538,7 @@ async def flood(root: Path | None = None, *, users: int = 100, seconds: float = 
             with contextlib.suppress(ConnectionClosed):
                 async for _ in flooder:
                     pass
-            return flooder.close_rcvd.code if flooder.close_rcvd else 1006
+            return flooder.protocol.close_rcvd.code if flooder.protocol.close_rcvd else 1006
 
         reader = asyncio.create_task(drain())
         with contextlib.suppress(ConnectionClosed):
@@ -572,7 +589,9 @@ async def flood(root: Path | None = None, *, users: int = 100, seconds: float = 
         }
         return figure("7", f"flood of {frames_per_s:g} frames/s closed {code} after {sent} frames "
                       f"({flood_s:.2f} s); cap {cap}: {codes.count(0)} accepted, {codes.count(4429)} × 4429; "
-                      f"handshake burst {burst['handshakes_per_s']:.0f}/s (target {burst_rate:g}/s): others' p99 "
+                      f"handshake burst {burst_rate:g}/s ({burst['handshakes_per_s']:.0f}/s accepted, "
+                      f"{burst['handshake_outcomes'].get('429', 0)} refused 429 at {handshake_limit:g}/s per address): "
+                      f"others' p99 "
                       f"{quiet_p99:.1f} → {busy_p99:.1f} ms ({busy_p99 / quiet_p99:.2f}×, criterion ≤ 2×)", numbers)
     finally:
         target.stop()
@@ -580,8 +599,20 @@ async def flood(root: Path | None = None, *, users: int = 100, seconds: float = 
 
 async def handshake_burst(target: Target, burst_rate: float, seconds: float, publisher: Publisher,
                           pick: Callable[[int], list[str]], rate: float) -> dict[str, Any]:
-    """Handshakes at ``burst_rate``/s from this one process (each reads ``connected`` then hangs up)
-    while ``publisher`` keeps publishing."""
+    """Handshakes at ``burst_rate``/s from one other client process (``burst_main``; each reads
+    ``connected`` then hangs up) while ``publisher`` keeps publishing to the measured users."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "handshake-burst", "--port", str(target.port), "--secret", target.secret,
+        "--burst-rate", str(burst_rate), "--seconds", str(seconds), stdout=subprocess.PIPE)
+    out, _ = await asyncio.gather(child.communicate(), publisher.run(lambda i: [(pick(i), {})], rate, seconds))
+    return json.loads(out[0].decode().strip().splitlines()[-1])
+
+
+async def burst_main(port: int, secret: str, burst_rate: float, seconds: float) -> None:
+    """The burst client: its own process, so its work does not slow the measuring one."""
+    target = Target.__new__(Target)
+    target.port, target.naive, target.secret = port, False, secret
+    target.settings = Settings(jwt_secret=secret)
     tokens = [target.token(f"burst{i}") for i in range(200)]
     gate = asyncio.Semaphore(500)
     done: Counter = Counter()
@@ -593,48 +624,45 @@ async def handshake_burst(target: Target, burst_rate: float, seconds: float, pub
                 done[status] += 1
                 writer.write(close_frame())
                 writer.close()
-            except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            except Exception as exc:  # counted by kind; the burst goes on
                 done[type(exc).__name__] += 1
 
-    async def burst() -> float:
-        started = time.monotonic()
-        tasks = []
-        for i in range(int(burst_rate * seconds)):
-            await asyncio.sleep(max(0.0, started + i / burst_rate - time.monotonic()))
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        return time.monotonic() - started
-
-    took, _ = await asyncio.gather(burst(), publisher.run(lambda i: [(pick(i), {})], rate, seconds))
+    started = time.monotonic()
+    tasks = []
+    for i in range(int(burst_rate * seconds)):
+        await asyncio.sleep(max(0.0, started + i / burst_rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    took = time.monotonic() - started
     accepted = done.get(101, 0)
-    return {"handshakes": accepted, "handshakes_per_s": accepted / took, "handshake_outcomes": dict(done),
-            "burst_s": round(took, 2)}
+    print(json.dumps({"handshakes": accepted, "handshakes_per_s": accepted / took,
+                      "handshake_outcomes": {str(k): v for k, v in done.items()}, "burst_s": round(took, 2)}))
 
 
 # -- item 9: slow consumers ---------------------------------------------------------------------------
 async def slow_phase(target: Target, tabs: list[Tab], names: list[str], *, rate: float, seconds: float,
-                     fanout: int, slow_users: list[str], slow_pad: int) -> dict[str, Any]:
+                     fanout: int, slow_users: list[str], slow_pad: int, timeout: float = 30) -> dict[str, Any]:
     """Publish ``rate``/s, each to ``fanout`` normal users (and every slow user), plus one padded notification
     per tick to the slow users only; returns the normal clients' latency figures."""
     for tab in tabs:
         tab.latencies.clear()
     pick = round_robin(names, fanout)
-    pad = "x" * slow_pad
+    pad = padding(slow_pad)
+
+    # Without slow clients, their share goes to users who are not connected: both runs make the server
+    # store and publish the same, and only the presence of a client that does not read differs.
+    receivers = slow_users or [f"absent{i}" for i in range(max(1, len(slow_users)))]
 
     def batches(i: int) -> list[tuple[list[str], dict[str, Any]]]:
-        out: list[tuple[list[str], dict[str, Any]]] = [(pick(i) + slow_users, {})]
-        if slow_users:
-            out.append((slow_users, {"message": pad}))
-        return out
+        return [(pick(i) + receivers, {}), (receivers, pad)]
 
-    publisher = Publisher(target)
+    publisher = Publisher(target, timeout=timeout)
     started = time.monotonic()
     await publisher.run(batches, rate, seconds)
-    await asyncio.sleep(2)  # late frames still count, as latency
-    expected = sum(len(publisher.acked.get(t.user, ())) for t in tabs) if not target.naive else 0
+    await asyncio.sleep(1)  # late frames still count, as latency
+    # Every scheduled (tab, notification) pair is expected, whether or not its publish was answered 201.
+    expected = int(rate * seconds) * fanout * len(tabs) // len(names)
     latencies = [x for t in tabs for x in t.latencies]
-    if target.naive:  # nothing stored: every scheduled (tab, notification) pair is expected
-        expected = int(rate * seconds) * fanout * len(tabs) // len(names)
     undelivered = max(0, expected - len(latencies))
     # An undelivered notification is an infinitely late one.
     padded = latencies + [math.inf] * undelivered
@@ -644,25 +672,39 @@ async def slow_phase(target: Target, tabs: list[Tab], names: list[str], *, rate:
 
 
 async def slow_consumer(root: Path | None = None, *, naive: bool = False, clients: int = 500, rate: float = 100,
-                        seconds: float = 60, fanout: int = 50, slow: int = 1, slow_pad: int = 32768,
-                        queue: int = 1024) -> dict[str, Any]:
-    """Normal clients' p99 without and with ``slow`` clients that never read; the slow ones' fate."""
+                        seconds: float = 60, fanout: int = 50, slow: int = 1, slow_pad: int = 5500,
+                        queue: int = 1024, timeout: float = 30, prefill: int = 0) -> dict[str, Any]:
+    """Normal clients' p99 without and with ``slow`` clients that never read; the slow ones' fate.
+    ``timeout`` bounds each publish request (the naive server holds them for ever); ``prefill`` padded
+    notifications are sent to the slow clients, as fast as the server takes them, before the measured run
+    (a short run would otherwise end before the kernel's socket buffers, about 5 MB, are full)."""
     target = Target(workdir(root, "naive" if naive else "slow"), naive=naive,
                     env={"NOTIFY_SEND_QUEUE_SIZE": queue}).start()
     try:
+        # The slow clients connect first: in the naive loop they then come before everyone else, as an
+        # early tab does. Until the second run nothing is published to them, so the first run is the
+        # run without a slow consumer.
+        slow_users = [f"slow{i}" for i in range(slow)]
+        sockets = [await raw_handshake(target, u, target.token(u), rcvbuf=4096, read_connected=False)
+                   for u in slow_users]
         names = [f"n{i}" for i in range(clients)]
         tabs = [Tab(target, u) for u in names]
         await open_tabs(tabs)
         log(f"slow ({'naive' if naive else 'ours'}): {clients} clients, quiet run {seconds:g} s")
+        await slow_phase(target, tabs, names, rate=rate, seconds=min(1.0, seconds), fanout=fanout, slow_users=[],
+                         slow_pad=slow_pad, timeout=timeout)  # warm-up, not measured
         quiet = await slow_phase(target, tabs, names, rate=rate, seconds=seconds, fanout=fanout, slow_users=[],
-                                 slow_pad=slow_pad)
-        slow_users = [f"slow{i}" for i in range(slow)]
-        sockets = [await raw_handshake(target, u, target.token(u), rcvbuf=4096, read_connected=False)
-                   for u in slow_users]
+                                 slow_pad=slow_pad, timeout=timeout)
         rss_before = target.rss_kib()
+        if prefill:
+            # Our server answers every one (it only queues); the naive one answers until the slow socket is
+            # full (~5 MB), then holds the rest for ever: 10 s is enough to get there, then give up.
+            filler = Publisher(target, concurrency=8, timeout=10 if naive else 120)
+            await filler.run(lambda i: [(slow_users, padding(slow_pad))], 2000, prefill / 2000)
+            await asyncio.sleep(2)  # let the store's write-ahead log checkpoint the prefill before measuring
         log(f"slow ({'naive' if naive else 'ours'}): {slow} non-reading client(s) added, run {seconds:g} s")
         loaded = await slow_phase(target, tabs, names, rate=rate, seconds=seconds, fanout=fanout,
-                                  slow_users=slow_users, slow_pad=slow_pad)
+                                  slow_users=slow_users, slow_pad=slow_pad, timeout=timeout)
         stats = await target.stats()
         rss_after, peak = target.rss_kib(), target.peak_rss_kib()
         for _r, writer, _s, _f in sockets:
@@ -686,7 +728,7 @@ async def slow_consumer(root: Path | None = None, *, naive: bool = False, client
         target.stop(signal.SIGKILL if naive else signal.SIGTERM)
 
 
-async def slow_memory(root: Path | None = None, *, nonreaders: int = 200, queue: int = 64, pad: int = 8192,
+async def slow_memory(root: Path | None = None, *, nonreaders: int = 200, queue: int = 64, pad: int = 5500,
                       per_request: int = 50, rate: float = 200, max_seconds: float = 300) -> dict[str, Any]:
     """``nonreaders`` clients that never read get padded notifications until every one overflowed its queue;
     peak RSS must stay ≤ baseline + nonreaders × (queue × frame + write buffer)."""
@@ -697,12 +739,16 @@ async def slow_memory(root: Path | None = None, *, nonreaders: int = 200, queue:
         for user in users:
             sockets.append(await raw_handshake(target, user, target.token(user), rcvbuf=4096, read_connected=False))
         await target.wait_connections(lambda n: n == nonreaders, 30)
+        padded = padding(pad)
+        # Warm the publishing path (store, allocator, HTTP) with the same traffic to users who are not
+        # connected, so the baseline is the server's steady state and not its first minute.
+        ghosts = round_robin([f"ghost{i}" for i in range(nonreaders)], per_request)
+        await Publisher(target).run(lambda i: [(ghosts(i), padded)], rate, min(5.0, max_seconds / 4))
         await asyncio.sleep(1)
         baseline = target.rss_kib()
         stop = asyncio.Event()
         publisher = Publisher(target)
         pick = round_robin(users, per_request)
-        message = "x" * pad
 
         async def watch() -> None:
             deadline = time.monotonic() + max_seconds
@@ -713,7 +759,7 @@ async def slow_memory(root: Path | None = None, *, nonreaders: int = 200, queue:
             stop.set()
 
         started = time.monotonic()
-        await asyncio.gather(watch(), publisher.run(lambda i: [(pick(i), {"message": message})], rate,
+        await asyncio.gather(watch(), publisher.run(lambda i: [(pick(i), padded)], rate,
                                                     max_seconds, stop))
         took = time.monotonic() - started
         stats = await target.stats()
@@ -913,9 +959,12 @@ async def churn(root: Path | None = None, *, cycles: int = 50000, concurrency: i
                 await asyncio.gather(*(one(i) for i in range(chunk, min(first + count, chunk + 5000))))
             return time.monotonic() - started
 
-        async def settle() -> dict[str, Any]:
+        async def settle(fds: int | None = None) -> dict[str, Any]:
             await target.wait_connections(lambda n: n == 0, 60)
             await asyncio.sleep(2)
+            deadline = time.monotonic() + 15  # sockets still closing on a busy machine
+            while fds is not None and target.fds() > fds and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
             stats = await target.stats()
             return {"rss_kib": target.rss_kib(), "fds": target.fds(), "threads": target.threads(),
                     "total_connections": stats["total_connections"], "connected_users": stats["connected_users"]}
@@ -925,7 +974,7 @@ async def churn(root: Path | None = None, *, cycles: int = 50000, concurrency: i
         base = await settle()
         log(f"churn: after {warmup} warm-up cycles {base}; running {cycles}")
         took = await run(warmup, cycles)
-        after = await settle()
+        after = await settle(base["fds"])
         stats = await target.stats()
         growth_mb = (after["rss_kib"] - base["rss_kib"]) / 1024
         numbers = {"cycles": cycles, "warmup": warmup, "seconds": round(took, 1), "cycles_per_s": round(cycles / took),
@@ -1001,23 +1050,32 @@ async def expiry(root: Path | None = None, *, clients: int = 200, ttl: float = 7
 
 
 # -- command line ------------------------------------------------------------------------------------
+def pick_default(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("scenario", choices=["flood", "slow", "slow-memory", "restart", "crash", "frozen", "storm",
-                                             "churn", "expiry", "all"])
+                                             "churn", "expiry", "all", "handshake-burst"])
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)  # handshake-burst: the flood's child
+    parser.add_argument("--secret", help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, help="connections (default: the issue's size per scenario)")
     parser.add_argument("--users", type=int, default=100, help="flood: users receiving during the burst")
     parser.add_argument("--seconds", type=float, help="length of each measured phase")
     parser.add_argument("--rate", type=float, help="notifications (or publish ticks) per second")
     parser.add_argument("--burst-rate", type=float, default=2000, help="flood: handshakes per second")
+    parser.add_argument("--handshake-limit", type=float, default=50,
+                        help="flood: the server's NOTIFY_HANDSHAKE_RATE_PER_IP (0: no limit, the unprotected case)")
     parser.add_argument("--fanout", type=int, default=50, help="slow: normal users per notification")
     parser.add_argument("--slow", type=int, default=1, help="slow: non-reading clients")
-    parser.add_argument("--slow-pad", type=int, default=32768, help="slow: bytes of each slow-only notification")
+    parser.add_argument("--slow-pad", type=int, default=5500, help="slow: bytes of each slow-only notification")
+    parser.add_argument("--prefill", type=int, default=0, help="slow: notifications to the slow ones first")
     parser.add_argument("--target", choices=["ours", "naive", "both"], default="both", help="slow: which server")
     parser.add_argument("--nonreaders", type=int, default=200)
     parser.add_argument("--queue", type=int, help="NOTIFY_SEND_QUEUE_SIZE (slow: 1024, slow-memory: 64)")
-    parser.add_argument("--pad", type=int, default=8192, help="slow-memory: message bytes")
+    parser.add_argument("--pad", type=int, default=5500, help="slow-memory: message bytes")
     parser.add_argument("--backoff", choices=["jitter", "fixed", "both"], default="both", help="storm")
     parser.add_argument("--before", type=float, default=5, help="restart/crash/storm: seconds before the signal")
     parser.add_argument("--after", type=float, default=10, help="restart/crash/storm: seconds of publishing after")
@@ -1030,6 +1088,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where data folders and server logs go (default: a temp dir)")
     args = parser.parse_args()
     raise_fd_limit()
+    if args.scenario == "handshake-burst":
+        asyncio.run(burst_main(args.port, args.secret, args.burst_rate, pick_default(args.seconds, 10)))
+        return
     root = args.workdir
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
@@ -1039,7 +1100,7 @@ def main() -> None:
 
     runs: dict[str, Callable[[], Awaitable[Any]]] = {
         "flood": lambda: flood(root, users=args.users, seconds=pick(args.seconds, 10), rate=pick(args.rate, 50),
-                               burst_rate=args.burst_rate),
+                               burst_rate=args.burst_rate, handshake_limit=args.handshake_limit),
         "slow": lambda: _slow_both(root, args, pick),
         "slow-memory": lambda: slow_memory(root, nonreaders=args.nonreaders, queue=pick(args.queue, 64),
                                            pad=args.pad),
@@ -1054,7 +1115,7 @@ def main() -> None:
         "churn": lambda: churn(root, cycles=args.cycles, concurrency=args.concurrency, warmup=args.warmup),
         "expiry": lambda: expiry(root, clients=pick(args.clients, 200), ttl=args.ttl),
     }
-    chosen = list(runs) if args.scenario == "all" else [args.scenario]
+    chosen = [r for r in runs if r != "handshake-burst"] if args.scenario == "all" else [args.scenario]
     for name in chosen:
         asyncio.run(runs[name]())
 
@@ -1063,7 +1124,7 @@ async def _slow_both(root: Path | None, args: argparse.Namespace, pick: Callable
     for naive in {"ours": (False,), "naive": (True,), "both": (False, True)}[args.target]:
         await slow_consumer(root, naive=naive, clients=pick(args.clients, 500), rate=pick(args.rate, 100),
                             seconds=pick(args.seconds, 60), fanout=args.fanout, slow=args.slow,
-                            slow_pad=args.slow_pad, queue=pick(args.queue, 1024))
+                            slow_pad=args.slow_pad, queue=pick(args.queue, 1024), prefill=args.prefill)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from .config import Settings
 from .dispatcher import Dispatcher
 from .errors import AuthError, Forbidden
 from .hub import Hub
+from .limits import HandshakeLimiter
 from .node import Node
 from .revocations import Revocations
 from .sms import SmsService
@@ -38,6 +39,7 @@ class Services:
     node: Node
     revocations: Revocations
     sms: SmsService | None = None  # verifications and the SMS poller
+    handshakes: HandshakeLimiter | None = None  # WebSocket handshakes per client address
 
     def identify(self, token: str | None) -> Identity:
         """Verify a token and refuse one an administrator revoked: every way in goes through here."""

@@ -29,29 +29,6 @@ SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
 
 
-class TokenBucket:
-    """Client frames allowed per second, with a burst. Below zero, frames are refused; far below, the
-    connection is closed."""
-
-    __slots__ = ("burst", "rate", "stamp", "tokens")
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> int:
-        """1: serve the frame; 0: refuse it (``rate_limited``); -1: close the connection (1008)."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        self.tokens -= 1
-        if self.tokens >= 0:
-            return 1
-        return 0 if self.tokens > -self.burst else -1
-
-
 class Connection:
     """One open WebSocket of one user. Slotted: thousands of idle ones should cost little."""
 

@@ -1,10 +1,13 @@
-"""An ASGI middleware that refuses HTTP bodies over a size with 413, before the app reads them.
+"""Limits: HTTP bodies over a size (413, before the app reads them), client frames per connection, and
+WebSocket handshakes per client address.
 
 A declared ``Content-Length`` over the limit is refused at once; a chunked body is counted as it
 arrives and refused as soon as it passes the limit. Imports nothing of ours.
 """
 
 from __future__ import annotations
+
+import time
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,3 +61,47 @@ class BodySizeLimit:
             {"detail": f"request body larger than {self.max_bytes} bytes", "code": "too_large"}, status_code=413
         )
         await response(scope, receive, send)
+
+
+class TokenBucket:
+    """Client frames allowed per second, with a burst. Below zero, frames are refused; far below, the
+    connection is closed."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> int:
+        """1: serve the frame; 0: refuse it (``rate_limited``); -1: close the connection (1008)."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        self.tokens -= 1
+        if self.tokens >= 0:
+            return 1
+        return 0 if self.tokens > -self.burst else -1
+
+
+class HandshakeLimiter:
+    """WebSocket handshakes per client address (a token bucket each), so one client opening connections
+    as fast as it can cannot starve everyone else's deliveries. Behind a proxy, uvicorn's proxy headers
+    give the real address (``--forwarded-allow-ips``)."""
+
+    MAX_ADDRESSES = 10_000
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = burst
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, address: str) -> bool:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_ADDRESSES:
+                self._buckets.clear()  # forget idle addresses wholesale rather than grow without bound
+            bucket = self._buckets[address] = TokenBucket(self._rate, self._burst)
+        return bucket.take() > 0

@@ -20,11 +20,14 @@ from .config import Settings
 from .logs import logging_config
 from .routes.websocket import NotificationSocket
 
+LINGER_S = 2.0
+
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, but the 414/431 answer that websockets prepares for an
     oversized handshake (a huge token in the URL or a header) is sent, instead of leaving the client
-    waiting on a silent socket; and the handshake's request and response are let go once used."""
+    waiting on a silent socket; the handshake's request and response are let go once used; and a text
+    frame that is not UTF-8 closes 1007 without a traceback in the log."""
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -37,6 +40,44 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         # The scope has its own copy of the headers now, and websockets' parser keeps this request object
         # alive for the connection's lifetime: empty it rather than hold every handshake header twice.
         event.headers.clear()
+
+    def send_receive_event_to_app(self) -> None:
+        # uvicorn's own, except that a text frame that is not UTF-8 is the client's error, closed with 1007
+        # and one INFO line: uvicorn logs a traceback at ERROR, which lets any client flood the log.
+        data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
+        self.frames = []
+        if self.close_sent:
+            return
+        if self.curr_msg_data_type == "text":
+            try:
+                self.queue.put_nowait({"type": "websocket.receive", "text": data.decode()})
+            except UnicodeDecodeError:
+                self.logger.info("closing 1007: a text frame that is not UTF-8")
+                self.conn.send_close(1007)
+                self.handle_parser_exception()
+                return
+        else:
+            self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def handle_parser_exception(self) -> None:
+        # websockets has queued the close frame (1009 too large, 1007 bad UTF-8, 1002 protocol error). If we
+        # closed the socket now while the client is still sending the rest of its frame, the kernel would
+        # answer with a reset and the client would never read the close code: half-close, keep reading
+        # (websockets discards what comes), and close after a short linger.
+        if self.close_sent:
+            return  # called again for every later read: what arrives now is being discarded
+        assert self.conn.close_sent is not None
+        self.queue.put_nowait(
+            {"type": "websocket.disconnect", "code": self.conn.close_sent.code, "reason": self.conn.close_sent.reason}
+        )
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

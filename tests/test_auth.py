@@ -8,7 +8,10 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import stat
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from namaskah_notify.auth import (
 from namaskah_notify.config import Settings
 from namaskah_notify.errors import AuthError
 
-from .conftest import ServerProcess, new_user, recv_json
+from .conftest import ROOT, ServerProcess, free_port, new_user, recv_json
 
 SECRET = "s" * 64
 
@@ -546,3 +549,112 @@ def test_server_secret_is_in_the_data_folder(server):
     path = server.data_dir / SECRET_FILE
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert path.read_text().strip() == _secret(server)
+
+
+# ---- issue 7 item 3: the rest of the matrix ------------------------------------------------------
+
+
+async def test_expired_just_past_the_leeway_is_refused(server):
+    """A token expired 2 s beyond the 10 s default leeway closes 4401 and is 401 over HTTP."""
+    user = new_user()
+    now = int(time.time())
+    token = _forge(server, {"sub": user, "iat": now - 100, "exp": now - 12})
+    assert "expired" in await _refused(server, token)
+    response = httpx.get(f"{server.url}/api/notifications", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 401 and "expired" in response.json()["detail"]
+
+
+async def test_missing_issuer_and_audience_on_the_server(make_server):
+    """With aud and iss configured, a token lacking either is refused: 4401 on the socket, 401 over HTTP."""
+    dedicated = make_server(NOTIFY_JWT_AUDIENCE="notify", NOTIFY_JWT_ISSUER="https://app.example")
+    user = new_user()
+    no_iss = _forge(dedicated, _claims(user, aud="notify"))
+    no_aud = _forge(dedicated, _claims(user, iss="https://app.example"))
+    assert "iss" in await _refused(dedicated, no_iss)
+    for token, word in ((no_iss, "iss"), (no_aud, "aud")):
+        response = httpx.get(f"{dedicated.url}/api/notifications", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401 and word in response.json()["detail"]
+
+
+def test_every_bad_token_over_http_is_401_never_500(server):
+    """alg none, another HMAC algorithm, bad signature, truncated, garbage, no exp, nbf ahead, a 16 KB token
+    and odd header forms are each refused over HTTP with 401 (431 for a header too large), never a 500."""
+    user = new_user()
+    good = server.token(user)
+    now = int(time.time())
+    cases = {
+        "alg none": _unsigned(_claims(user, role="admin")),
+        "alg None": _unsigned(_claims(user), alg="None"),
+        "HS512": _forge(server, _claims(user), algorithm="HS512"),
+        "HS384": _forge(server, _claims(user), algorithm="HS384"),
+        "bad signature": jwt.encode(_claims(user), "x" * 48, algorithm="HS256"),
+        "truncated": good[:-10],
+        "signature dropped": good.rsplit(".", 1)[0] + ".",
+        "two parts": good.rsplit(".", 1)[0],
+        "garbage": "not-a-jwt",
+        "non-ascii": "eyJ\u00e9.\u00e9.\u00e9",
+        "no exp": _forge(server, {"sub": user, "iat": now}),
+        "exp a string": _forge(server, {"sub": user, "exp": "tomorrow"}),
+        "nbf ahead": _forge(server, _claims(user, nbf=now + 600)),
+        "16 KB": _forge(server, _claims(user, pad="x" * 16384)),
+    }
+    statuses = {}
+    for name, token in cases.items():
+        response = httpx.get(f"{server.url}/api/notifications/unread-count",
+                             headers={"Authorization": f"Bearer {token}".encode()}, timeout=10)
+        statuses[name] = response.status_code
+    for header in ("Bearer", f"Basic {good}", f"bearer{good}", f"Token {good}"):
+        statuses[repr(header[:12])] = httpx.get(f"{server.url}/api/notifications/unread-count",
+                                                headers={"Authorization": header}).status_code
+    assert {name: status for name, status in statuses.items() if status != 401} in ({}, {"16 KB": 431})
+
+
+async def test_public_key_as_hmac_secret_over_http(make_server, tmp_path):
+    """With RS256 pinned, an HS256 token signed with the public key (algorithm confusion) is 401 over HTTP."""
+    private, public = _rsa_pair()
+    pem = tmp_path / "app-public.pem"
+    pem.write_text(public)
+    dedicated = make_server(NOTIFY_JWT_ALGORITHMS="RS256", NOTIFY_JWT_PUBLIC_KEY=str(pem))
+    user = new_user()
+    url = f"{dedicated.url}/api/notifications"
+    forged = _hs256_with_key(_claims(user, role="admin"), public.encode())
+    for token in (forged, _hs256_with_key(_claims(user), public.strip().encode())):
+        response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401 and "algorithm" in response.json()["detail"]
+        spoof = httpx.post(url, json={"user_id": user, "title": "x"}, headers={"Authorization": f"Bearer {token}"})
+        assert spoof.status_code == 401
+    real = jwt.encode(_claims(user), private, algorithm="RS256")
+    assert httpx.get(url, headers={"Authorization": f"Bearer {real}"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"NOTIFY_JWT_SECRET": "s" * 31}, "at least 32 bytes"),
+        ({"NOTIFY_JWT_SECRET": "s" * 40, "NOTIFY_JWT_ALGORITHMS": "HS256,RS256"}, "may not mix"),
+        ({"NOTIFY_JWT_ALGORITHMS": "none"}, "NOTIFY_JWT_ALGORITHMS"),
+    ],
+)
+def test_cli_refuses_to_start_with_an_unsafe_jwt_setup(tmp_path, env, says):
+    """`notify serve` with a secret under 32 bytes, mixed algorithm families or `none` exits 1 with one
+    line saying why, no traceback, and never listens."""
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+         "--data-dir", str(tmp_path / "data")],
+        cwd=ROOT, env={**clean, **env}, capture_output=True, text=True, timeout=30,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert says in output and "Traceback" not in output
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+def test_secret_of_exactly_32_bytes_starts(make_server):
+    """A 32-byte NOTIFY_JWT_SECRET is enough: the server starts and accepts its tokens."""
+    dedicated = make_server(NOTIFY_JWT_SECRET="k" * 32)
+    user = new_user()
+    response = httpx.get(f"{dedicated.url}/api/notifications/unread-count", headers=dedicated.user_headers(user))
+    assert response.status_code == 200

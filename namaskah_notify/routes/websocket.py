@@ -26,7 +26,8 @@ from ..auth import Identity
 from ..brokers import Envelope
 from ..deps import Services
 from ..errors import AuthError, Forbidden, NotifyError, ProtocolError, TooLarge, TooManyConnections
-from ..hub import Connection, TokenBucket
+from ..hub import Connection
+from ..limits import TokenBucket
 
 log = logging.getLogger("namaskah_notify.ws")
 
@@ -64,6 +65,17 @@ class Socket:
     def query(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[0] if values else None
+
+    async def deny(self, status: int, reason: str) -> None:
+        """Answer the handshake with a plain HTTP error instead of accepting it."""
+        message = await self._receive()
+        if message["type"] != "websocket.connect":
+            return
+        body = reason.encode()
+        await self._send({"type": "websocket.http.response.start", "status": status,
+                          "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"1"),
+                                      (b"content-length", str(len(body)).encode())]})
+        await self._send({"type": "websocket.http.response.body", "body": body})
 
     async def accept(self) -> None:
         message = await self._receive()
@@ -125,7 +137,7 @@ def _since_seq(socket: Socket) -> int | None:
     raw = socket.query("since_seq")
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # "²" and "３" are digits to str.isdigit
         raise ProtocolError("since_seq must be a non-negative integer", code="bad_request")
     return int(raw)
 
@@ -164,6 +176,12 @@ async def _refuse(socket: Socket, services: Services, exc: NotifyError, who: str
 async def serve_socket(services: Services, socket: Socket) -> None:
     """One browser tab, CLI listener or load-test user, from handshake to close."""
     settings = services.settings
+    limiter = services.handshakes
+    if limiter is not None and not limiter.allow((socket.scope.get("client") or ("?",))[0]):
+        services.stats.client_error("handshake_rate")
+        with contextlib.suppress(Exception):
+            await socket.deny(429, "too many connection attempts from this address; retry later")
+        return
     try:
         await socket.accept()
         if not _origin_allowed(socket.header("origin"), settings.allowed_origins):
