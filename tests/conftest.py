@@ -6,6 +6,7 @@ user ids; ``make_server(**env)`` starts a dedicated one with ``NOTIFY_*`` overri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -124,22 +125,30 @@ class ServerProcess:
 
 async def recv_json(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:
     """The next frame as JSON (fails the test on timeout)."""
-    import asyncio
-
     raw = await asyncio.wait_for(ws.recv(), timeout)
     return json.loads(raw)
 
 
 async def recv_until(ws: ClientConnection, kind: str, timeout: float = 5) -> dict[str, Any]:
     """Skip frames until one of type ``kind``."""
-    import asyncio
-
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         left = deadline - asyncio.get_running_loop().time()
         frame = await recv_json(ws, max(0.01, left))
         if frame.get("type") == kind:
             return frame
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15, interval: float = 0.1) -> Any:
+    """Run the blocking ``check`` (in a thread) until it returns something truthy; fail with its last value."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await asyncio.to_thread(check)
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value {value!r}")
 
 
 def new_user(prefix: str = "user") -> str:

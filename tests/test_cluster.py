@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -21,33 +20,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from namaskah_notify.db import upgrade_schema
 from namaskah_notify.models import metadata
 
-from .conftest import ROOT, PostgresDatabase, RedisServer, ServerProcess, new_user, recv_json
+from .conftest import ROOT, PostgresDatabase, RedisServer, ServerProcess, eventually, new_user, recv_json
 from .test_websocket import expect_close, publish_async
 
 BACKENDS = [("sqlite", "memory"), ("sqlite", "redis"), ("postgres", "memory"), ("postgres", "redis")]
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 15, interval: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; fail with the last value otherwise."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value {value!r}")
-
-
-async def await_for(check: Callable[[], Any], timeout: float = 15, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value {value!r}")
 
 
 def cluster_env(postgres: PostgresDatabase, redis: RedisServer, **extra: Any) -> dict[str, Any]:
@@ -175,11 +151,11 @@ async def test_cluster_stats_agree_and_a_dead_node_drops_out(make_server, postgr
             keys = [(v["total_connections"], v["connected_users"], [n["id"] for n in v["nodes"]]) for v in views]
             return views[0] if keys[0] == keys[1] and keys[0][0] == 3 and len(keys[0][2]) == 2 else None
 
-        view = await await_for(agreed)
+        view = await eventually(agreed)
         assert view["connected_users"] == 3
         assert sorted(n["connections"] for n in view["nodes"]) == [1, 2]
         b.stop(signal.SIGKILL)
-        nodes = await await_for(lambda: (v := httpx.get(f"{a.url}/ws/stats").json()) and len(v["nodes"]) == 1
+        nodes = await eventually(lambda: (v := httpx.get(f"{a.url}/ws/stats").json()) and len(v["nodes"]) == 1
                                 and v, timeout=10)
         assert nodes["total_connections"] == 2
 
@@ -210,7 +186,7 @@ async def test_redis_outage_loses_nothing(make_server, postgres, redis_server) -
         await recv_json(on_a)
         await recv_json(on_b)
         redis_server.stop()
-        ready = await await_for(lambda: (r := httpx.get(f"{a.url}/readyz")).status_code == 503 and r.json())
+        ready = await eventually(lambda: (r := httpx.get(f"{a.url}/readyz")).status_code == 503 and r.json())
         assert ready["broker"].startswith("down")
         for i in range(3):
             assert a.publish(user, f"during outage {i}").status_code == 201
@@ -220,7 +196,7 @@ async def test_redis_outage_loses_nothing(make_server, postgres, redis_server) -
         got_b = [(await recv_json(on_b, timeout=30))["data"]["seq"] for _ in range(3)]
         recovered_s = time.monotonic() - stopped_at
         assert got_b == [1, 2, 3]
-        await await_for(lambda: httpx.get(f"{b.url}/readyz").status_code == 200)
+        await eventually(lambda: httpx.get(f"{b.url}/readyz").status_code == 200)
         assert b.publish(user, "after").status_code == 201
         for tab in (on_a, on_b):
             assert (await recv_json(tab))["data"]["seq"] == 4
@@ -247,7 +223,7 @@ async def test_postgres_outage_answers_503_and_recovers(make_server, postgres) -
         finally:
             postgres.restore()
         started = time.monotonic()
-        await await_for(lambda: srv.publish(user, "back").status_code == 201)
+        await eventually(lambda: srv.publish(user, "back").status_code == 201)
         recovered_s = time.monotonic() - started
         assert (await recv_json(ws))["data"]["title"] == "back"
     print(f"\npostgres outage: open sockets kept; publishing recovered {recovered_s:.2f}s after it returned")
@@ -279,7 +255,7 @@ async def test_sigkilled_node_clients_resume_elsewhere(make_server, postgres, re
 async def test_serve_with_two_workers_forms_a_cluster(make_server, postgres, redis_server) -> None:
     """`notify serve --workers 2` with Redis: both workers heartbeat as nodes and every tab gets each push."""
     srv = make_server(args=("--workers", "2"), **cluster_env(postgres, redis_server))
-    await await_for(lambda: len(httpx.get(f"{srv.url}/ws/stats").json()["nodes"]) == 2)
+    await eventually(lambda: len(httpx.get(f"{srv.url}/ws/stats").json()["nodes"]) == 2)
     user = new_user()
     tabs = [await srv.ws(srv.token(user)).__aenter__() for _ in range(6)]
     try:

@@ -11,7 +11,6 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -21,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 
 from namaskah_notify.sms.codes import extract_code, extract_codes
 
-from .conftest import ServerProcess, new_user, recv_json
+from .conftest import ServerProcess, eventually, new_user, recv_json
 
 POLL = {"NOTIFY_SMS_POLL_INTERVAL_S": 0.2, "NOTIFY_SMS_LEASE_S": 2, "NOTIFY_SMS_HTTP_TIMEOUT_S": 0.5,
         "NOTIFY_SMS_BACKOFF_MAX_S": 1}
@@ -31,18 +30,6 @@ FAKE = {"NOTIFY_SMS_FAKE_PROVIDER": "true", **POLL}
 def code8() -> str:
     """A random 8-digit code: long enough never to turn up in a log line by chance."""
     return str(10_000_000 + secrets.randbelow(90_000_000))
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10, interval: float = 0.05) -> Any:
-    """Run the blocking ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await asyncio.to_thread(check)
-        if value:
-            return value
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last value {value!r}")
 
 
 def start_verification(server: ServerProcess, user: str, **fields: Any) -> dict[str, Any]:
