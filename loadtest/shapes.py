@@ -7,6 +7,8 @@ Imports nothing of ours.
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 from locust import LoadTestShape
 
 
@@ -20,8 +22,9 @@ class _Shape(LoadTestShape):
         seconds = float(options.run_time or 60)
         return peak, seconds, int(options.publishers)
 
+    @abstractmethod
     def users_at(self, elapsed: float, peak: int, seconds: float) -> tuple[int, float]:
-        raise NotImplementedError
+        """``(WebSocket users, spawn rate)`` at ``elapsed`` seconds into a run to ``peak`` users."""
 
     def tick(self) -> tuple[int, float] | None:
         peak, seconds, publishers = self._options()
