@@ -260,7 +260,7 @@ class Hub:
                 continue
             mine = users.get(envelope.user_id)
             if mine:
-                for connection in list(mine.values()):
+                for connection in mine.values():  # enqueue never adds or removes connections
                     connection.enqueue(envelope)
 
     def _close_user(self, envelope: Envelope) -> None:
