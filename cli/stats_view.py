@@ -134,7 +134,8 @@ def counters_table(snap: dict[str, Any]) -> Table:
     for label, key in (("published/s", "published_per_s"), ("pushed/s", "pushed_per_s"),
                        ("published", "notifications_published"), ("pushed", "notifications_pushed"),
                        ("acked", "notifications_acked"), ("replayed", "notifications_replayed"),
-                       ("connections opened", "connections_opened"), ("queue overflows", "send_queue_overflows")):
+                       ("connections opened", "connections_opened"), ("queue overflows", "send_queue_overflows"),
+                       ("connections refused", "connections_refused")):
         table.add_row(label, _num(snap.get(key)))
     return table
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import time
 from datetime import UTC, datetime
 from itertools import count
@@ -97,6 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     # The same uvicorn WebSocket settings as the real service, so only the fan-out differs.
     uvicorn.run(app, host=args.host, port=args.port, ws="websockets-sansio", ws_per_message_deflate=False,
+                ws_ping_interval=float(os.environ.get("NOTIFY_WS_PING_INTERVAL_S", 20)),
+                ws_ping_timeout=float(os.environ.get("NOTIFY_WS_PING_TIMEOUT_S", 20)),
                 log_level="warning", timeout_graceful_shutdown=2)
 
 

@@ -27,7 +27,7 @@ from .deps import Services
 from .dispatcher import Dispatcher
 from .errors import NotFound, NotifyError
 from .hub import Hub
-from .limits import BodySizeLimit, HandshakeLimiter
+from .limits import BodySizeLimit, handshake_limiter
 from .node import Node
 from .revocations import Revocations
 from .routes import admin, notifications, ops, verifications
@@ -78,10 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         node.start()
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()
+        handshakes = None
+        if settings.handshake_rate_per_ip:
+            handshakes = handshake_limiter(settings.handshake_rate_per_ip, settings.handshake_burst_per_ip)
+            stats.bind_refusals(lambda: handshakes.refused)
         app.state.services = Services(
-            settings, verifier, store, broker, hub, dispatcher, stats, node, revocations, sms,
-            handshakes=HandshakeLimiter(settings.handshake_rate_per_ip, settings.handshake_burst_per_ip)
-            if settings.handshake_rate_per_ip else None,
+            settings, verifier, store, broker, hub, dispatcher, stats, node, revocations, sms, handshakes=handshakes
         )
         log.info("ready: node=%s database=%s broker=%s", node_id, engine.url.get_backend_name(),
                  settings.broker_url.split("://", 1)[0])

@@ -43,13 +43,15 @@ class Settings(BaseSettings):
     auth_timeout_s: float = Field(default=5.0, gt=0)
     client_rate_per_s: float = Field(default=20.0, gt=0)
     client_rate_burst: int = Field(default=40, ge=1)
-    # WebSocket handshakes per client address; 0 = no limit (a proxy's limit_req may do it instead).
+    # New connections per client address, refused right after accept; 0 = no limit (or limit at the proxy).
     handshake_rate_per_ip: float = Field(default=0.0, ge=0)
-    handshake_burst_per_ip: int = Field(default=100, ge=1)
+    handshake_burst_per_ip: int = Field(default=20, ge=1)
     replay_limit: int = Field(default=1000, ge=1)
     token_expiry_warning_s: float = Field(default=60.0, ge=0)
     ws_ping_interval_s: float = Field(default=20.0, gt=0)
     ws_ping_timeout_s: float = Field(default=20.0, gt=0)
+    # The kernel's send buffer per WebSocket (SO_SNDBUF); 0 = the kernel's own autotuning (up to ~4 MiB).
+    ws_send_buffer_bytes: int = Field(default=262144, ge=0)
 
     # HTTP.
     max_body_bytes: int = Field(default=262144, ge=1024)

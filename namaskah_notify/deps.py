@@ -39,7 +39,7 @@ class Services:
     node: Node
     revocations: Revocations
     sms: SmsService | None = None  # verifications and the SMS poller
-    handshakes: HandshakeLimiter | None = None  # WebSocket handshakes per client address
+    handshakes: HandshakeLimiter | None = None  # new connections per client address
 
     def identify(self, token: str | None) -> Identity:
         """Verify a token and refuse one an administrator revoked: every way in goes through here."""

@@ -185,6 +185,8 @@ class Connection:
             self._timer.cancel()
         if self._sender is not None and self._sender is not asyncio.current_task():
             self._sender.cancel()
+        if self._queue:
+            self._queue.clear()  # never sent now (the client resumes): let them go before the closing handshake
         self._closer = asyncio.create_task(self._close_quietly(code, reason))
 
     async def _close_quietly(self, code: int, reason: str) -> None:

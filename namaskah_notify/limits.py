@@ -1,5 +1,5 @@
 """Limits: HTTP bodies over a size (413, before the app reads them), client frames per connection, and
-WebSocket handshakes per client address.
+new connections per client address.
 
 A declared ``Content-Length`` over the limit is refused at once; a chunked body is counted as it
 arrives and refused as soon as it passes the limit. Imports nothing of ours.
@@ -7,6 +7,7 @@ arrives and refused as soon as it passes the limit. Imports nothing of ours.
 
 from __future__ import annotations
 
+import functools
 import time
 
 from starlette.responses import JSONResponse
@@ -85,11 +86,23 @@ class TokenBucket:
             return 1
         return 0 if self.tokens > -self.burst else -1
 
+    def try_take(self) -> bool:
+        """Take a token if there is one. A refusal costs nothing, so a client that stops hammering gets
+        through again after ``1 / rate`` seconds."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
 
 class HandshakeLimiter:
-    """WebSocket handshakes per client address (a token bucket each), so one client opening connections
-    as fast as it can cannot starve everyone else's deliveries. Behind a proxy, uvicorn's proxy headers
-    give the real address (``--forwarded-allow-ips``)."""
+    """New connections per client address (a token bucket each), so one client opening connections as
+    fast as it can cannot starve everyone else's deliveries. ``server.ConnectionGate`` asks it right after
+    accept, before anything is parsed; behind a trusted proxy the WebSocket endpoint asks it again with
+    the forwarded address."""
 
     MAX_ADDRESSES = 10_000
 
@@ -97,6 +110,7 @@ class HandshakeLimiter:
         self._rate = rate
         self._burst = burst
         self._buckets: dict[str, TokenBucket] = {}
+        self.refused = 0
 
     def allow(self, address: str) -> bool:
         bucket = self._buckets.get(address)
@@ -104,4 +118,14 @@ class HandshakeLimiter:
             if len(self._buckets) >= self.MAX_ADDRESSES:
                 self._buckets.clear()  # forget idle addresses wholesale rather than grow without bound
             bucket = self._buckets[address] = TokenBucket(self._rate, self._burst)
-        return bucket.take() > 0
+        if bucket.try_take():
+            return True
+        self.refused += 1
+        return False
+
+
+@functools.cache
+def handshake_limiter(rate: float, burst: int) -> HandshakeLimiter:
+    """The process's one limiter for these settings, shared by the accept path and the app, which
+    uvicorn builds separately (and once per worker process)."""
+    return HandshakeLimiter(rate, burst)

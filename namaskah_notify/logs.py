@@ -18,7 +18,8 @@ _QUERY_TOKEN = re.compile(r"((?:access_)?token=)[^&\s\"',]+", re.IGNORECASE)
 _JSON_TOKEN = re.compile(r'("(?:access_)?token"\s*:\s*")[^"]*', re.IGNORECASE)
 # uvicorn's debug lines shorten long frames with "...", which breaks a JWT's three parts apart.
 _ELIDED_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.\.\.[A-Za-z0-9_.-]*")
-_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*")
+# A token's dots may come percent-encoded (``%2E``) in a query string, which uvicorn logs as it was sent.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}(?:\.|%2[Ee])[A-Za-z0-9_-]{2,}(?:\.|%2[Ee])[A-Za-z0-9_-]*")
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
 

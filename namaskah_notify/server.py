@@ -1,33 +1,98 @@
 """Running the app under uvicorn with the service's WebSocket limits and a clean 1001 on shutdown.
 
-Imports ``app``, ``config`` and ``logs``.
+Imports ``app``, ``config``, ``limits``, ``logs`` and ``routes.websocket``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import socket
 import time
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn._types import ASGISendEvent
+from uvicorn.middleware.proxy_headers import _TrustedHosts
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.http11 import Request
 
 from .app import create_app
 from .config import Settings
+from .limits import handshake_limiter
 from .logs import logging_config
 from .routes.websocket import NotificationSocket
 
 LINGER_S = 2.0
+TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\nretry-after: 1\r\n"
+            b"connection: close\r\ncontent-length: 52\r\n\r\ntoo many connections from this address; retry later\n")
+
+
+class ConnectionGate(asyncio.Protocol):
+    """What uvicorn gets per accepted connection when ``NOTIFY_HANDSHAKE_RATE_PER_IP`` is set: an address
+    past its rate of new connections is answered 429 and cut at once, before uvicorn builds its HTTP
+    protocol or parses a byte, so a client opening connections flat out costs the event loop a few
+    microseconds each, not a handshake, a task and a token check; any other connection is handed to
+    uvicorn's protocol. Addresses uvicorn trusts as proxies (``--forwarded-allow-ips``) pass; the endpoint
+    counts their forwarded addresses instead."""
+
+    __slots__ = ("_options", "_transport")
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options  # uvicorn's arguments for its protocol, and our rate and burst
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        options = self._options
+        limiter = handshake_limiter(options["rate"], options["burst"])
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) else None
+        if address is None or address in _trusted(options["config"]) or limiter.allow(address):
+            del options["rate"], options["burst"]
+            protocol = HttpToolsProtocol(**options)
+            transport.set_protocol(protocol)
+            protocol.connection_made(transport)
+            return
+        self._transport = transport
+        transport.write(TOO_MANY)
+        asyncio.get_running_loop().call_later(1.0, transport.close)  # for a peer that sends nothing
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.close()  # the request has arrived and is read: close without a reset
+
+
+@functools.cache
+def _trusted_hosts(allowed: str) -> _TrustedHosts:
+    return _TrustedHosts(allowed)
+
+
+def _trusted(config: uvicorn.Config) -> _TrustedHosts | tuple[()]:
+    if not config.proxy_headers:
+        return ()
+    allowed = config.forwarded_allow_ips
+    return _trusted_hosts(allowed if isinstance(allowed, str) else ",".join(allowed))
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's sans-I/O WebSocket protocol, but the 414/431 answer that websockets prepares for an
     oversized handshake (a huge token in the URL or a header) is sent, instead of leaving the client
     waiting on a silent socket; the handshake's request and response are let go once used; and a text
-    frame that is not UTF-8 closes 1007 without a traceback in the log."""
+    frame that is not UTF-8 closes 1007 without a traceback in the log; and the kernel's send buffer is
+    capped (``NOTIFY_WS_SEND_BUFFER_BYTES``), so a client that stops reading fills its bounded send queue,
+    and is closed, after a few hundred KiB instead of the several MiB the kernel would hold for it."""
+
+    def __init__(self, *args: Any, send_buffer: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.send_buffer = send_buffer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if self.send_buffer and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -87,10 +152,16 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn settings the contract depends on: the frame size limit (1009), no compression (so a
-    small frame cannot inflate past the limit, and idle connections stay small), protocol pings, and
-    logging that redacts tokens."""
+    small frame cannot inflate past the limit, and idle connections stay small), protocol pings, the
+    send buffer, the per-address connection rate, and logging that redacts tokens."""
+    options: dict[str, Any] = {}
+    if settings.handshake_rate_per_ip:
+        options["http"] = functools.partial(
+            ConnectionGate, rate=settings.handshake_rate_per_ip, burst=settings.handshake_burst_per_ip
+        )
     return {
-        "ws": WebSocketProtocol,
+        **options,
+        "ws": functools.partial(WebSocketProtocol, send_buffer=settings.ws_send_buffer_bytes),
         "ws_max_size": settings.max_message_bytes,
         "ws_per_message_deflate": False,
         "ws_ping_interval": settings.ws_ping_interval_s,
@@ -122,6 +193,12 @@ class NotifyServer(uvicorn.Server):
         self.notify_app = app
 
     async def shutdown(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        # Stop listening first (uvicorn would only do it after our wait), so the clients closed below
+        # reconnect to the next server and not to this one again.
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
         services = getattr(self.notify_app.state, "services", None)
         if services is not None:
             services.hub.close_all(1001, "server shutting down")

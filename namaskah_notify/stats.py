@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -61,6 +62,7 @@ class Stats:
         self.connections_total = 0
         self.overflows_total = 0
         self.replayed_total = 0
+        self._refused: Callable[[], int] = lambda: 0
         self.published_rate = RateWindow(window_s)
         self.pushed_rate = RateWindow(window_s)
         self.push_latency_ms: deque[float] = deque(maxlen=samples)
@@ -91,6 +93,13 @@ class Stats:
     def bind_gauges(self, connections: Callable[[], float], users: Callable[[], float]) -> None:
         self._m_connections.set_function(connections)
         self._m_users.set_function(users)
+
+    def bind_refusals(self, refused: Callable[[], int]) -> None:
+        """New connections refused over the per-address rate; counted by the limiter, which the accept
+        path shares."""
+        self._refused = refused
+        self.registry.register(_CounterFunction("notify_connections_refused", "New connections refused over "
+                                                "NOTIFY_HANDSHAKE_RATE_PER_IP", refused))
 
     def published(self, count: int) -> None:
         self.published_total += count
@@ -136,6 +145,7 @@ class Stats:
             "connections_opened": self.connections_total,
             "send_queue_overflows": self.overflows_total,
             "notifications_replayed": self.replayed_total,
+            "connections_refused": self._refused(),
             "published_per_s": round(self.published_rate.per_second(), 2),
             "pushed_per_s": round(self.pushed_rate.per_second(), 2),
             "push_latency_ms": percentiles(self.push_latency_ms),
@@ -144,3 +154,13 @@ class Stats:
 
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CounterFunction:
+    """A Prometheus counter whose value is read from a function when scraped."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], int]) -> None:
+        self._name, self._documentation, self._value = name, documentation, value
+
+    def collect(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self._name, self._documentation, value=self._value())]

@@ -74,6 +74,21 @@ class _Write:
     done: asyncio.Future[tuple[list[Notification], bool]]
 
 
+# Built once: every handshake runs it, and building a statement costs more than running it.
+_STATE = select(
+    select(func.count()).select_from(notifications)
+    .where(notifications.c.user_id == bindparam("user_id"), notifications.c.is_read.is_(False)).scalar_subquery(),
+    select(user_seqs.c.last_seq).where(user_seqs.c.user_id == bindparam("user_id")).scalar_subquery(),
+)
+_AFTER = (
+    select(notifications)
+    .where(notifications.c.user_id == bindparam("user_id"), notifications.c.seq > bindparam("after"))
+    .order_by(notifications.c.seq.asc())
+    .limit(bindparam("limit"))
+)
+_BETWEEN = _AFTER.where(notifications.c.seq <= bindparam("upto"))
+
+
 class Store:
     """The notifications of every user, with per-user gap-free ``seq``."""
 
@@ -227,24 +242,18 @@ class Store:
     @translate
     async def between(self, user_id: str, after_seq: int, upto_seq: int | None, limit: int) -> list[Notification]:
         """``after_seq < seq <= upto_seq`` in order: replay on resume, and filling a gap."""
-        query = select(notifications).where(
-            notifications.c.user_id == user_id, notifications.c.seq > after_seq
-        )
-        if upto_seq is not None:
-            query = query.where(notifications.c.seq <= upto_seq)
+        query = _AFTER if upto_seq is None else _BETWEEN
+        params = {"user_id": user_id, "after": after_seq, "upto": upto_seq, "limit": limit}
         async with self._engine.connect() as connection:
-            rows = (await connection.execute(query.order_by(notifications.c.seq.asc()).limit(limit))).all()
+            rows = (await connection.execute(query, params)).all()
         return [_record(row) for row in rows]
 
     @translate
     async def state(self, user_id: str) -> tuple[int, int]:
-        """``(unread_count, last_seq)`` for a user, read together."""
+        """``(unread_count, last_seq)`` for a user, read together in one statement (every handshake asks)."""
         async with self._engine.connect() as connection:
-            unread = await self._unread(connection, user_id)
-            last = (await connection.execute(
-                select(user_seqs.c.last_seq).where(user_seqs.c.user_id == user_id)
-            )).scalar()
-        return unread, int(last or 0)
+            row = (await connection.execute(_STATE, {"user_id": user_id})).one()
+        return int(row[0] or 0), int(row[1] or 0)
 
     @translate
     async def last_seqs(self, user_ids: Sequence[str]) -> dict[str, int]:

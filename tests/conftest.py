@@ -2,6 +2,7 @@
 
 ``server`` is one shared server (default settings, its own data folder) for tests that use their own
 user ids; ``make_server(**env)`` starts a dedicated one with ``NOTIFY_*`` overrides, stopped after the test.
+Every server's output file and every token minted here go to ``leakcheck.RECORD``, searched after the session.
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from namaskah_notify.auth import mint_token
 from namaskah_notify.config import Settings
+
+from . import leakcheck
+from .leakcheck import RECORD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,6 +70,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
+        RECORD.server(self.log_path, self.data_dir)
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
@@ -99,7 +104,7 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def token(self, user: str, *, admin: bool = False, ttl: float = 3600, **claims: Any) -> str:
-        return mint_token(self.settings(), user, admin=admin, ttl_s=ttl, extra=claims or None)
+        return RECORD.token(mint_token(self.settings(), user, admin=admin, ttl_s=ttl, extra=claims or None))
 
     def admin_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token('ops', admin=True)}"}
@@ -153,6 +158,16 @@ async def eventually(check: Callable[[], Any], timeout: float = 15, interval: fl
 
 def new_user(prefix: str = "user") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:10]}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(leakcheck, "leakcheck")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def leak_record(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The leak check also scans the logs of servers ``loadtest/soak.py`` starts under this session's folder."""
+    RECORD.basetemp = tmp_path_factory.getbasetemp()
 
 
 @pytest.fixture(scope="session")

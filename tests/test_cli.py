@@ -29,6 +29,7 @@ from namaskah_notify.auth import mint_token
 from namaskah_notify.config import Settings
 
 from .conftest import ROOT, ServerProcess, free_port, new_user, recv_json, recv_until
+from .leakcheck import RECORD
 
 FAST_RETRY = ("--retries", "2", "--backoff", "0.05", "--backoff-max", "0.1")
 
@@ -124,7 +125,7 @@ def test_token_prints_only_a_token_the_server_accepts(server: ServerProcess) -> 
     result = notify("token", "alice_cli", "--data-dir", str(server.data_dir))
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1 and result.stdout.strip().count(".") == 2
-    token = result.stdout.strip()
+    token = RECORD.token(result.stdout.strip())
     response = httpx.get(f"{server.url}/api/notifications/unread-count",
                          headers={"Authorization": f"Bearer {token}"}, timeout=5)
     assert response.status_code == 200 and response.json() == {"unread_count": 0}
@@ -135,6 +136,7 @@ def test_token_json_shows_claims_and_expiry_and_admin_can_publish(server: Server
     result = notify("token", "ops_cli", "--admin", "--ttl", "30m", "--json", "--data-dir", str(server.data_dir))
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
+    RECORD.token(body["token"])
     assert body["claims"]["sub"] == "ops_cli" and body["claims"]["role"] == "admin"
     assert body["claims"]["exp"] - body["claims"]["iat"] == 1800 and body["expires_at"].endswith("Z")
     response = httpx.post(f"{server.url}/api/notifications", json={"user_id": new_user(), "title": "hi"},
@@ -147,10 +149,10 @@ def test_token_json_shows_claims_and_expiry_and_admin_can_publish(server: Server
 
 def test_send_test_reaches_listen_json(server: ServerProcess, background) -> None:  # type: ignore[no-untyped-def]
     """`send-test --count 2` is received by `listen --count 2 --json`: exactly the origin document's SMS."""
-    user = new_user()
+    user, code = new_user(), RECORD.code("424242")
     job = listener(background, server, user, "--count", "2")
     sent = notify("send-test", user, "--url", server.url, "--data-dir", str(server.data_dir), "--count", "2",
-                  "--service", "GitHub", "--code", "424242", "--verification-id", "ver_cli_1")
+                  "--service", "GitHub", "--code", code, "--verification-id", "ver_cli_1")
     assert sent.returncode == 0, sent.stderr
     assert "sent 2, failed 0" in sent.stdout
     assert job.finish() == 0, job.stderr
@@ -161,7 +163,7 @@ def test_send_test_reaches_listen_json(server: ServerProcess, background) -> Non
         assert n["message"] == "Verification code received for GitHub"
         assert n["type"] == "sms_received" and n["link"] == "/verify?id=ver_cli_1"
         assert n["replayed"] is False and 0 <= n["latency_ms"] < 5000
-    assert "424242" not in job.stdout  # the code is not part of the notification
+    assert code not in job.stdout  # the code is not part of the notification
     assert "eyJ" not in job.stdout + job.stderr + sent.stdout + sent.stderr  # no token printed
 
 
@@ -294,7 +296,7 @@ def test_send_test_errors_are_one_red_line(server: ServerProcess, tmp_path: Path
     """send-test turns 401, 403, 422, a refused connection and a missing secret into one line and exit 1."""
     url, args, needles = server.url, [], [case]
     if case == "401":
-        args = ["--token", mint_token(Settings(data_dir=tmp_path / "other"), "ops", admin=True)]
+        args = ["--token", RECORD.token(mint_token(Settings(data_dir=tmp_path / "other"), "ops", admin=True))]
         needles = ["401 unauthorized", "token signature invalid"]
     elif case == "403":
         args = ["--token", server.token("plain_user")]

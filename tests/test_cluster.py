@@ -21,6 +21,7 @@ from namaskah_notify.db import upgrade_schema
 from namaskah_notify.models import metadata
 
 from .conftest import ROOT, PostgresDatabase, RedisServer, ServerProcess, eventually, new_user, recv_json
+from .leakcheck import RECORD
 from .test_websocket import expect_close, publish_async
 
 BACKENDS = [("sqlite", "memory"), ("sqlite", "redis"), ("postgres", "memory"), ("postgres", "redis")]
@@ -57,7 +58,8 @@ async def test_every_backend_stores_orders_pushes_and_resumes(backend: ServerPro
         assert [n["seq"] for n in got] == [1, 2, 3]
         await ws.send(json.dumps({"type": "mark_read", "notification_id": got[0]["id"]}))
         assert (await recv_json(ws))["unread_count"] == 2
-        sms = {"user_id": user, "verification_id": "ver_9", "service": "Google", "code": "111222", "message_id": "m9"}
+        sms = {"user_id": user, "verification_id": "ver_9", "service": "Google", "code": RECORD.code("111222"),
+               "message_id": "m9"}
         first = httpx.post(f"{backend.url}/api/sms/inbound", json=sms, headers=backend.admin_headers())
         again = httpx.post(f"{backend.url}/api/sms/inbound", json=sms, headers=backend.admin_headers())
         assert (first.status_code, again.status_code) == (201, 200)
@@ -206,7 +208,8 @@ async def test_redis_outage_loses_nothing(make_server, postgres, redis_server) -
 
 
 async def test_postgres_outage_answers_503_and_recovers(make_server, postgres) -> None:
-    """PostgreSQL refusing connections: publishing answers 503 JSON, open WebSockets stay up, /readyz is 503;
+    """PostgreSQL refusing connections: publishing answers 503 JSON, open WebSockets stay up, /readyz is 503,
+    a new WebSocket (which must read its unread count and last seq) is closed 1011 without a traceback;
     when it returns, publishing and delivery work again."""
     srv = make_server(NOTIFY_DATABASE_URL=postgres.url)
     user = new_user()
@@ -220,12 +223,16 @@ async def test_postgres_outage_answers_503_and_recovers(make_server, postgres) -
             assert httpx.get(f"{srv.url}/readyz").status_code == 503
             await ws.send("ping")
             assert await asyncio.wait_for(ws.recv(), 5) == "pong"
+            async with srv.ws(srv.token(user)) as newcomer:
+                code, reason = await expect_close(newcomer)
+                assert code == 1011 and reason.startswith("database unavailable"), (code, reason)
         finally:
             postgres.restore()
         started = time.monotonic()
         await eventually(lambda: srv.publish(user, "back").status_code == 201)
         recovered_s = time.monotonic() - started
         assert (await recv_json(ws))["data"]["title"] == "back"
+    assert "Traceback" not in srv.output()
     print(f"\npostgres outage: open sockets kept; publishing recovered {recovered_s:.2f}s after it returned")
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from .conftest import ROOT, ServerProcess
+from .leakcheck import keep_files
 
 LOADTEST = ROOT / "loadtest"
 sys.path.insert(0, str(LOADTEST))
@@ -52,12 +53,15 @@ def test_headless_locust_run_delivers_to_every_tab(server: ServerProcess, tmp_pa
 
 def test_bench_toy_run_prints_its_table(tmp_path: Path) -> None:
     """The benchmark at toy size starts its own server, runs every scenario, exits 0 and prints the table."""
-    result = subprocess.run(
-        [sys.executable, str(LOADTEST / "bench.py"), "--idle", "50", "--broadcast", "50", "--broadcast-repeats", "1",
-         "--users", "20", "--rates", "100", "--repeat", "1", "--step-seconds", "1.5", "--search-start", "200",
-         "--search-max", "200", "--settle", "0.2", "--json", str(tmp_path / "bench.json")],
-        capture_output=True, text=True, timeout=90, cwd=tmp_path,
-    )
+    scratch = tmp_path / "tmp"  # bench.py deletes its folder on exit: its server's log is kept for the leak check
+    scratch.mkdir()
+    with keep_files(scratch, "notify-bench-*/server.log", into=tmp_path):
+        result = subprocess.run(
+            [sys.executable, str(LOADTEST / "bench.py"), "--idle", "50", "--broadcast", "50", "--broadcast-repeats",
+             "1", "--users", "20", "--rates", "100", "--repeat", "1", "--step-seconds", "1.5", "--search-start", "200",
+             "--search-max", "200", "--settle", "0.2", "--json", str(tmp_path / "bench.json")],
+            capture_output=True, text=True, timeout=90, cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)},
+        )
     assert result.returncode == 0, result.stdout + result.stderr
     for row in ("idle memory", "broadcast", "unicast 100/s", "highest clean rate", "KiB/connection"):
         assert row in result.stdout

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from namaskah_notify.logs import redact
+
 from .conftest import ServerProcess, new_user, recv_json, recv_until
 
 SMS_CODE = "QX7-493871"
@@ -104,3 +106,18 @@ async def test_connect_disconnect_and_publish_are_logged(make_server):
     assert f"published: user={user} seq=1" in output
     assert f"published: user={user} seq=2 type=sms_received" in output
     assert "/ws/notifications" in output  # uvicorn's handshake line is kept, only the token is cut
+
+
+def test_redaction_covers_percent_encoded_dots_and_any_parameter_name() -> None:
+    """uvicorn logs a query string as it was sent: a token under another name, its dots sent as ``%2E``,
+    must be redacted as well as the plain forms."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJlLXBhcnQtb2YtdGhlLXRva2Vu"
+    lines = [
+        f'"GET /ws/notifications?jwt={token.replace(".", "%2E")} HTTP/1.1" 403',
+        f'"GET /api/notifications?x={token.replace(".", "%2e")}&limit=5 HTTP/1.1" 401',
+        f'"GET /ws/notifications?token={token} HTTP/1.1" 101',
+        f"Authorization: Bearer {token}",
+    ]
+    for line in lines:
+        redacted = redact(line)
+        assert "c2lnbmF0dXJl" not in redacted and "eyJzdWIi" not in redacted, redacted

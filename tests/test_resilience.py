@@ -52,9 +52,8 @@ async def test_non_reading_clients_stay_within_queue_and_write_buffer_memory(tmp
     n = await soak.slow_memory(tmp_path, nonreaders=20, queue=64, pad=5500, per_request=20, rate=100,
                                max_seconds=40)
     assert n["overflows"] == 20
-    # At 20 clients the bound's margin (20 × 0.43 MB) is smaller than the publishing path's own transient
-    # working set (request and response bodies, SQLite pages), so allow 16 MiB for it; the full run of
-    # 200 clients (soak.py slow-memory) is judged on the bound alone.
+    # At 20 clients the bound's margin (20 × 0.44 MB) is within what the allocator's arenas swing by from run
+    # to run, so allow 16 MiB; the full run of 200 clients (soak.py slow-memory) is judged on the bound alone.
     assert n["peak_kib"] <= n["bound_kib"] + 16 * 1024
 
 
@@ -94,14 +93,15 @@ async def test_reconnect_storm_with_jitter_and_fixed_delay_loses_nothing(tmp_pat
 
 
 async def test_churn_returns_fds_hub_and_memory_to_baseline(tmp_path: Path) -> None:
-    """1,000 connect/disconnect cycles, half without a close frame: fds, hub size and threads back to the
-    warmed-up baseline, no connection left, RSS growth < 10 MB."""
+    """1,000 connect/disconnect cycles, half without a close frame: fds, hub size, threads and asyncio tasks
+    back to the warmed-up baseline, no connection left, RSS growth < 10 MB."""
     n = await soak.churn(tmp_path, cycles=1000, warmup=300, concurrency=20, users=50)
     base, after = n["baseline"], n["after"]
     assert n["outcomes"].get(101) == 1300 and n["outcomes"]["abrupt"] == 650
     assert after["total_connections"] == 0 and after["connected_users"] == 0
     # One socket may be the measuring /ws/stats request's own keep-alive connection, still closing.
     assert after["fds"] <= base["fds"] + 1 and after["threads"] <= base["threads"]
+    assert after["tasks"] <= base["tasks"]  # every connection's tasks (handler, sender, timers' closers) ended
     assert n["rss_growth_mb"] < 10
 
 

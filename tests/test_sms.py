@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection
 from namaskah_notify.sms.codes import extract_code, extract_codes
 
 from .conftest import ServerProcess, eventually, new_user, recv_json
+from .leakcheck import RECORD
 
 POLL = {"NOTIFY_SMS_POLL_INTERVAL_S": 0.2, "NOTIFY_SMS_LEASE_S": 2, "NOTIFY_SMS_HTTP_TIMEOUT_S": 0.5,
         "NOTIFY_SMS_BACKOFF_MAX_S": 1}
@@ -29,7 +30,7 @@ FAKE = {"NOTIFY_SMS_FAKE_PROVIDER": "true", **POLL}
 
 def code8() -> str:
     """A random 8-digit code: long enough never to turn up in a log line by chance."""
-    return str(10_000_000 + secrets.randbelow(90_000_000))
+    return RECORD.code(str(10_000_000 + secrets.randbelow(90_000_000)))
 
 
 def start_verification(server: ServerProcess, user: str, **fields: Any) -> dict[str, Any]:
@@ -41,7 +42,7 @@ def start_verification(server: ServerProcess, user: str, **fields: Any) -> dict[
 
 def fake_sms(server: ServerProcess, verification_id: str, text: str, **fields: Any) -> httpx.Response:
     return httpx.post(f"{server.url}/api/fake-provider/messages", headers=server.admin_headers(),
-                      json={"verification_id": verification_id, "text": text, **fields}, timeout=10)
+                      json={"verification_id": verification_id, "text": RECORD.sms_text(text), **fields}, timeout=10)
 
 
 def verification(server: ServerProcess, verification_id: str, headers: dict[str, str] | None = None) -> httpx.Response:
@@ -181,7 +182,7 @@ async def test_logs_hold_no_code_no_sms_text_and_no_token(make_server) -> None:
     server = make_server(NOTIFY_LOG_LEVEL="debug", **FAKE)
     user = new_user()
     code = code8()
-    text = f"Your Google verification code is {code}"
+    text = RECORD.sms_text(f"Your Google verification code is {code}")
     user_token = server.token(user)
     admin_token = server.token("ops", admin=True)
     admin = {"Authorization": f"Bearer {admin_token}"}
@@ -315,9 +316,10 @@ async def test_http_provider_survives_slow_500_garbage_then_answers(make_server)
             for mode in ("500", "garbage", "shape"):
                 provider.mode = mode
                 await eventually(lambda mode=mode: provider.served[mode] >= 1, timeout=5)
+            text = RECORD.sms_text(f"G-{code} is your Google verification code.")
             provider.messages[polled["id"]] = [
-                {"sms_id": 1, "body": "Welcome to Google", "ts": time.time() - 1},
-                {"sms_id": 2, "body": f"G-{code} is your Google verification code.", "ts": time.time()},
+                {"sms_id": 1, "body": RECORD.sms_text("Welcome to Google"), "ts": time.time() - 1},
+                {"sms_id": 2, "body": text, "ts": time.time()},
             ]
             provider.mode = "ok"
             frame = await recv_json(tab, timeout=5)
@@ -390,7 +392,8 @@ async def test_two_nodes_poll_each_verification_once_and_take_over_from_a_dead_n
             in_transit = killed_at + 0.5  # a request A sent just before it died may be recorded just after
             assert all(pollers(v, in_transit) == {"node-b"} for v in ids)
             code = code8()
-            provider.messages[on_a[0]] = [{"sms_id": "x1", "body": f"Your code is {code}", "ts": time.time()}]
+            text = RECORD.sms_text(f"Your code is {code}")
+            provider.messages[on_a[0]] = [{"sms_id": "x1", "body": text, "ts": time.time()}]
             assert_sms_frame(await recv_json(tab, timeout=5), user, on_a[0])
             await nothing_more(tab)
         assert verification(b, on_a[0]).json()["code"] == code

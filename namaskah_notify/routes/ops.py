@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -36,6 +37,7 @@ async def ws_stats(services: ServicesDep, request: Request) -> dict[str, Any]:
         "node": here,
         "nodes": nodes,
         "caught_up_connections": services.node.filled_total,
+        "asyncio_tasks": len(asyncio.all_tasks()),  # this node's; back to its idle figure when nothing leaks
         "sms": services.sms.snapshot() if services.sms else None,
     }
 

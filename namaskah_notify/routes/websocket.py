@@ -177,8 +177,10 @@ async def serve_socket(services: Services, socket: Socket) -> None:
     """One browser tab, CLI listener or load-test user, from handshake to close."""
     settings = services.settings
     limiter = services.handshakes
-    if limiter is not None and not limiter.allow((socket.scope.get("client") or ("?",))[0]):
-        services.stats.client_error("handshake_rate")
+    # server.ConnectionGate has already counted the peer's address; through a trusted proxy that address is
+    # the proxy's, so the forwarded one (now the scope's client) is counted here.
+    if (limiter is not None and socket.header("x-forwarded-for") is not None
+            and not limiter.allow((socket.scope.get("client") or ("?",))[0])):
         with contextlib.suppress(Exception):
             await socket.deny(429, "too many connection attempts from this address; retry later")
         return
