@@ -3,9 +3,10 @@
 Every scenario starts its own server (``notify serve`` on a fresh data folder, or the naive control in
 ``naive_server.py``), drives it with asyncio clients from this process and prints one ``FIGURE`` line plus
 its raw numbers as JSON. Sizes and durations are options; the defaults are the issue's full sizes.
-``tests/test_resilience.py`` runs the same functions at small sizes.
+``tests/test_resilience.py`` runs the same functions at small sizes. The load scenarios pin the server to
+one core and the clients to the other (``cores``), and the burst client uses its own address (127.0.0.2).
 
-    python loadtest/soak.py flood      [--users 100 --seconds 10 --burst-rate 2000]      # item 7
+    python loadtest/soak.py flood      [--users 100 --seconds 20 --burst-rate 2000]      # item 7
     python loadtest/soak.py slow       [--clients 500 --rate 100 --seconds 60 --target both] # item 9
     python loadtest/soak.py slow-memory [--nonreaders 200 --queue 64 --pad 5500]          # item 9, RSS
     python loadtest/soak.py restart    [--clients 1000 --rate 100]                          # item 10
