@@ -74,10 +74,12 @@ class _Write:
     done: asyncio.Future[tuple[list[Notification], bool]]
 
 
-# Built once: every handshake runs it, and building a statement costs more than running it.
+# Built once: every handshake runs them, and building a statement costs more than running it.
+_UNREAD = select(func.count()).select_from(notifications).where(
+    notifications.c.user_id == bindparam("user_id"), notifications.c.is_read.is_(False)
+)
 _STATE = select(
-    select(func.count()).select_from(notifications)
-    .where(notifications.c.user_id == bindparam("user_id"), notifications.c.is_read.is_(False)).scalar_subquery(),
+    _UNREAD.scalar_subquery(),
     select(user_seqs.c.last_seq).where(user_seqs.c.user_id == bindparam("user_id")).scalar_subquery(),
 )
 _AFTER = (
@@ -269,10 +271,7 @@ class Store:
 
     @staticmethod
     async def _unread(connection: AsyncConnection, user_id: str) -> int:
-        query = select(func.count()).select_from(notifications).where(
-            notifications.c.user_id == user_id, notifications.c.is_read.is_(False)
-        )
-        return int((await connection.execute(query)).scalar() or 0)
+        return int((await connection.execute(_UNREAD, {"user_id": user_id})).scalar() or 0)
 
     @translate
     async def mark_read(self, user_id: str, notification_id: str) -> tuple[Notification | None, bool, int]:
