@@ -24,7 +24,6 @@ import os
 import platform
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import Any
 
 import httpx
 import orjson
+from localserver import free_port, proc_status, quantile, raise_fd_limit, spawn, stop
 from rich.console import Console
 from rich.table import Table
 from websockets.asyncio.client import ClientConnection, connect
@@ -43,7 +43,6 @@ from websockets.asyncio.client import ClientConnection, connect
 from namaskah_notify.auth import SECRET_FILE, mint_token, signing_secret
 from namaskah_notify.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 console = Console(highlight=False, width=max(140, shutil.get_terminal_size().columns))
 progress = Console(stderr=True, highlight=False)  # one line per step, so a long run shows where it is
 
@@ -62,47 +61,24 @@ class Server:
 
     @classmethod
     def start(cls, cpu: int | None, data_dir: Path) -> Server:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
-        env["NOTIFY_LOG_LEVEL"] = "warning"
-        pin = ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
-        log = (data_dir.parent / "server.log").open("ab")
-        process = subprocess.Popen(
-            [*pin, sys.executable, "-m", "cli", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SystemExit(f"server exited with {process.returncode}; see {data_dir.parent / 'server.log'}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=0.5).status_code == 200:
-                    return cls(url, process.pid, Settings(data_dir=data_dir), process)
-            time.sleep(0.1)
-        process.kill()
-        raise SystemExit("server did not start in 30 s")
+        command = [sys.executable, "-m", "cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+        try:
+            process = spawn(command, url=url, log_path=data_dir.parent / "server.log",
+                            env={"NOTIFY_LOG_LEVEL": "warning"}, cpu=cpu, timeout=30)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
+        return cls(url, process.pid, Settings(data_dir=data_dir), process)
 
     def rss_kib(self) -> int | None:
-        if self.pid is None:
-            return None
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        return None
+        return None if self.pid is None else proc_status(self.pid, "VmRSS")
 
     def token(self, user: str, admin: bool = False) -> str:
         return mint_token(self.settings, user, admin=admin, ttl_s=6 * 3600)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        stop(self.process)
 
 
 # -- clients ---------------------------------------------------------------------------------------
@@ -172,13 +148,6 @@ class Tab:
             self.reader.cancel()
             with contextlib.suppress(BaseException):
                 await self.reader
-
-
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 class Bench:
@@ -525,8 +494,8 @@ async def run(server: Server, args: argparse.Namespace) -> Bench:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # our sockets, and the server we start inherits it
+    raise_fd_limit()  # our sockets, and the server we start inherits it
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     pinned = (os.cpu_count() or 1) >= 2
     scratch = None
     if args.url:

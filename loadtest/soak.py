@@ -34,7 +34,6 @@ import json
 import math
 import os
 import random
-import resource
 import secrets
 import shutil
 import signal
@@ -52,21 +51,14 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
+from localserver import ROOT, free_port, proc_status, quantile, raise_fd_limit, spawn, stop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 
 from namaskah_notify.auth import mint_token
 from namaskah_notify.config import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
 WRITE_BUFFER = 64 * 1024  # uvloop's default high-water mark: a socket's send() waits above it
-
-
-def raise_fd_limit() -> None:
-    """Open files up to the hard limit; servers started from here inherit it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 T = TypeVar("T")
@@ -103,13 +95,6 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def quantile(values: list[float], q: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 # -- the server under test ---------------------------------------------------------------------------
 class Target:
     """``notify serve`` (or the naive control) in a subprocess on a fixed port, restartable on the same
@@ -123,9 +108,7 @@ class Target:
         self.naive = naive
         self.cpu = Target.server_cpu  # pinned with ``taskset`` to this core (see ``cores``)
         self.data_dir = workdir / "data"
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.secret = secrets.token_urlsafe(48)
         self.env = {"NOTIFY_JWT_SECRET": self.secret, "NOTIFY_LOG_LEVEL": log_level,
                     **{k: str(v) for k, v in (env or {}).items()}}
@@ -144,64 +127,37 @@ class Target:
         return self.process.pid
 
     def start(self, timeout: float = 60) -> Target:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
-        env.update(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
         if self.naive:
             command = [sys.executable, str(ROOT / "loadtest" / "naive_server.py"), "--port", str(self.port)]
         else:
             command = [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                        "--data-dir", str(self.data_dir)]
-        if self.cpu is not None:
-            command = ["taskset", "-c", str(self.cpu), *command]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log_path.open("ab"),
-                                        stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: see {self.log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        self.stop(signal.SIGKILL)
-        raise RuntimeError(f"server did not start in {timeout}s: see {self.log_path}")
+        self.process = spawn(command, url=self.url, log_path=self.log_path, env=self.env, cpu=self.cpu,
+                             timeout=timeout)
+        return self
 
     def kill_with(self, sig: int) -> None:
         assert self.process is not None
         self.process.send_signal(sig)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+        return stop(self.process, sig, timeout)
 
     async def wait_exit(self, timeout: float = 30) -> int | None:
         assert self.process is not None
         return await asyncio.to_thread(self.process.wait, timeout)
 
-    def _status(self, key: str) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-        raise KeyError(key)
-
     def rss_kib(self) -> int:
-        return self._status("VmRSS")
+        return proc_status(self.pid, "VmRSS")
 
     def peak_rss_kib(self) -> int:
-        return self._status("VmHWM")
+        return proc_status(self.pid, "VmHWM")
 
     def fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def threads(self) -> int:
-        return self._status("Threads")
+        return proc_status(self.pid, "Threads")
 
     def token(self, user: str, *, admin: bool = False, ttl: float = 6 * 3600) -> str:
         return mint_token(self.settings, user, admin=admin, ttl_s=ttl)
