@@ -26,8 +26,9 @@ from .logs import logging_config
 from .routes.websocket import NotificationSocket
 
 LINGER_S = 2.0
-TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: text/plain\r\nretry-after: 1\r\n"
-            b"connection: close\r\ncontent-length: 52\r\n\r\ntoo many connections from this address; retry later\n")
+_TOO_MANY_BODY = b'{"detail":"too many connections from this address; retry later","code":"rate_limited"}'
+TOO_MANY = (b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_TOO_MANY_BODY), _TOO_MANY_BODY))
 
 
 class ConnectionGate(asyncio.Protocol):

@@ -55,7 +55,8 @@ async def test_an_address_past_its_connection_rate_is_refused_at_accept_and_othe
     refusal = _raw_refusal(server, OTHER)
     head, _, body = refusal.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 429 ") and b"retry-after: 1" in head.lower(), refusal
-    assert body == b"too many connections from this address; retry later\n"
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body) == {"detail": "too many connections from this address; retry later", "code": "rate_limited"}
     # Plain HTTP from that address is a new connection too; 127.0.0.1 (the trusted proxy) is never limited.
     async with httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address=OTHER), timeout=5) as client:
         assert (await client.get(f"{server.url}/healthz")).status_code == 429
@@ -77,6 +78,11 @@ async def test_behind_a_trusted_proxy_the_forwarded_address_is_limited(make_serv
     user = new_user()
     codes = await asyncio.gather(*(_handshake(server, user, forwarded_for="203.0.113.7") for _ in range(8)))
     assert codes.count(101) in (3, 4) and codes.count(429) == 8 - codes.count(101), codes
+    async with httpx.AsyncClient(timeout=5) as client:  # the endpoint's refusal has the API's error body too
+        refused = await client.get(server.ws_url.replace("ws://", "http://"), headers={
+            "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+            "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "X-Forwarded-For": "203.0.113.7"})
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited", refused.text
     # Another client behind the same proxy is not held back by the first one.
     assert [await _handshake(server, user, forwarded_for="203.0.113.8") for _ in range(3)] == [101] * 3
 

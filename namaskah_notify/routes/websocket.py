@@ -19,6 +19,7 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
+import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import protocol
@@ -66,14 +67,14 @@ class Socket:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[0] if values else None
 
-    async def deny(self, status: int, reason: str) -> None:
-        """Answer the handshake with a plain HTTP error instead of accepting it."""
+    async def deny(self, status: int, reason: str, code: str) -> None:
+        """Answer the handshake with an HTTP error (the API's JSON error body) instead of accepting it."""
         message = await self._receive()
         if message["type"] != "websocket.connect":
             return
-        body = reason.encode()
+        body = orjson.dumps({"detail": reason, "code": code})
         await self._send({"type": "websocket.http.response.start", "status": status,
-                          "headers": [(b"content-type", b"text/plain"), (b"retry-after", b"1"),
+                          "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1"),
                                       (b"content-length", str(len(body)).encode())]})
         await self._send({"type": "websocket.http.response.body", "body": body})
 
@@ -182,7 +183,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
     if (limiter is not None and socket.header("x-forwarded-for") is not None
             and not limiter.allow((socket.scope.get("client") or ("?",))[0])):
         with contextlib.suppress(Exception):
-            await socket.deny(429, "too many connection attempts from this address; retry later")
+            await socket.deny(429, "too many connections from this address; retry later", "rate_limited")
         return
     try:
         await socket.accept()
