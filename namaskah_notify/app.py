@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from .auth import TokenVerifier
@@ -31,7 +31,8 @@ from .limits import BodySizeLimit, handshake_limiter
 from .node import Node
 from .revocations import Revocations
 from .routes import admin, notifications, ops, verifications
-from .routes.websocket import NotificationSocket
+from .routes.edge import Edge
+from .routes.publish import error_body
 from .sms import SmsService, check_settings
 from .stats import Stats
 from .store import Store
@@ -70,7 +71,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 users = None
             return hub.user_ids() if users is None else users
 
-        dispatcher = Dispatcher(store, broker, stats, presence=presence)
+        dispatcher = Dispatcher(settings.resolved_database_url, store, broker, stats, presence,
+                                sqlite_synchronous=settings.sqlite_synchronous)
+        await dispatcher.start()
         node = Node(node_id, hub, store, broker, stats, revocations,
                     reconcile_interval_s=settings.reconcile_interval_s,
                     heartbeat_interval_s=min(1.0, settings.node_ttl_s / 3))
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             hub.close_all(1001, "server shutting down")
             await sms.stop()
+            await dispatcher.close()
             await node.stop()
             await broker.close()
             await engine.dispose()
@@ -102,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
-    app.add_middleware(NotificationSocket)  # outermost: sockets skip the HTTP layers entirely
+    app.add_middleware(Edge)  # outermost: sockets and backends' publishes skip the HTTP layers entirely
     app.include_router(notifications.router)
     app.include_router(admin.router)
     app.include_router(ops.router)
@@ -112,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.exception_handler(NotifyError)
     async def _notify_error(_request: Request, exc: NotifyError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse({"detail": exc.message, "code": exc.code}, status_code=exc.status, headers=headers)
+        return Response(error_body(exc), status_code=exc.status, headers=headers, media_type="application/json")
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

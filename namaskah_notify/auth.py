@@ -94,7 +94,14 @@ def signing_secret(settings: Settings) -> str:
 
 
 class TokenVerifier:
-    """Verifies tokens exactly as contract section 1 says; built once per app."""
+    """Verifies tokens exactly as contract section 1 says; built once per app.
+
+    A backend publishes with the same token many times a second, and checking a signature costs more than
+    the rest of a publish's routing: a verified token's identity is kept (at most ``MAX_CACHED``, keyed by
+    the whole token) and served until its ``exp`` plus the leeway. Revocation is checked on every use,
+    after this (``Services.identify``), so a revoked token stops working at once, cached or not."""
+
+    MAX_CACHED = 10_000
 
     def __init__(self, settings: Settings) -> None:
         self._key = _verification_key(settings)
@@ -102,10 +109,23 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_s
+        self._verified: dict[str, Identity] = {}
 
     def verify(self, token: str | None) -> Identity:
         if not token:
             raise AuthError("token missing")
+        identity = self._verified.get(token)
+        if identity is not None:
+            if time.time() <= identity.expires_at + self._leeway:
+                return identity
+            del self._verified[token]
+        identity = self._decode(token)
+        if len(self._verified) >= self.MAX_CACHED:
+            del self._verified[next(iter(self._verified))]  # the oldest entry
+        self._verified[token] = identity
+        return identity
+
+    def _decode(self, token: str) -> Identity:
         if len(token) > MAX_TOKEN_CHARS:
             raise AuthError("token too long")
         try:

@@ -1,5 +1,6 @@
 """The database border: the async engine and SQLite's pragmas, write transactions (one writer at a time
-on SQLite), driver errors turned into ``Unavailable``, and Alembic migrations of the schema.
+on SQLite, taking the write lock at BEGIN), driver errors turned into ``Unavailable``, and Alembic
+migrations of the schema.
 
 Imports ``config`` and ``errors`` (and ``models`` through the migrations).
 """
@@ -54,6 +55,15 @@ def create_engine(settings: Settings) -> AsyncEngine:
         cursor.execute(f"PRAGMA synchronous={settings.sqlite_synchronous}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
+        dbapi_connection.isolation_level = None  # transactions begin where we say, as below
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        # A write transaction takes the write lock at BEGIN: begun deferred, it could read first and then
+        # find that the notification writer (another connection) wrote meanwhile, which SQLite refuses at
+        # once instead of waiting its busy timeout.
+        write = connection.get_execution_options().get("sqlite_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
 
@@ -67,8 +77,10 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             yield connection
         return
     lock = _write_locks.setdefault(engine, asyncio.Lock())
-    async with lock, engine.begin() as connection:
-        yield connection
+    async with lock, engine.connect() as connection:
+        await connection.execution_options(sqlite_write=True)
+        async with connection.begin():
+            yield connection
 
 
 def translated(exc: BaseException) -> BaseException:

@@ -9,6 +9,7 @@ Routes map errors in one place (``app.py`` for HTTP, ``routes/websocket.py`` for
     ├── Conflict                     409 / -     conflict       not in a state that allows it
     ├── ProtocolError                400 / -     bad_json, unknown_type, bad_frame, ...
     ├── TooLarge                     413 / 1009  too_large
+    ├── Unstorable                   422 / -     unstorable     the database refused this one notification
     ├── TooManyConnections           429 / 4429  too_many_connections
     ├── RateLimited                  429 / 1008  rate_limited
     └── Unavailable                  503 / 1011  unavailable    database or broker down
@@ -67,6 +68,15 @@ class TooLarge(NotifyError):
     status = 413
     close_code = 1009
     code = "too_large"
+
+
+class Unstorable(NotifyError):
+    """The database refused one notification (a constraint or trigger of its own); the others committed
+    with it in the same group are stored and pushed."""
+
+    status = 422
+    close_code = 1011
+    code = "unstorable"
 
 
 class TooManyConnections(NotifyError):

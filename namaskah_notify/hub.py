@@ -2,9 +2,9 @@
 
 Delivering (``Hub.deliver``, called by the broker) only appends frames to bounded per-connection queues;
 it never awaits a client. Each connection's sender task writes its queue to the socket in ``seq`` order,
-skipping what it already sent and filling a gap from the store, so one slow client holds up nobody and a
-client that lets its queue fill is closed (1008) and recovers by resuming.
-Imports ``brokers.base``, ``errors``, ``protocol``, ``stats`` and ``store``.
+skipping what it already sent and filling a gap from the store (through the ``Fetch`` function it is
+given), so one slow client holds up nobody and a client that lets its queue fill is closed (1008) and
+recovers by resuming. Imports ``brokers.messages``, ``errors``, ``protocol``, ``schemas`` and ``stats``.
 """
 
 from __future__ import annotations
@@ -18,22 +18,24 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from . import protocol
-from .brokers.base import Envelope
+from .brokers.messages import CatchUp, CloseUser, Frame, Message, Push, Revoked
 from .errors import NotifyError, TooManyConnections
+from .schemas import Notification
 from .stats import Stats
-from .store import Store
 
 log = logging.getLogger("namaskah_notify.hub")
 
 SendText = Callable[[str], Awaitable[None]]
 CloseSocket = Callable[[int, str], Awaitable[None]]
+# (user_id, after_seq, upto_seq or None, limit) -> the stored notifications after_seq < seq <= upto_seq
+Fetch = Callable[[str, int, int | None, int], Awaitable[list[Notification]]]
 
 
 class Connection:
     """One open WebSocket of one user. Slotted: thousands of idle ones should cost little."""
 
-    __slots__ = ("_close_socket", "_closer", "_created", "_queue", "_queue_size", "_replay_limit", "_send_text",
-                 "_sender", "_sending", "_stats", "_store", "_timer", "behind_at", "close_code", "closed", "id",
+    __slots__ = ("_close_socket", "_closer", "_created", "_fetch", "_queue", "_queue_size", "_replay_limit",
+                 "_send_text", "_sender", "_sending", "_stats", "_timer", "behind_at", "close_code", "closed", "id",
                  "issued_at", "last_seq", "user_id")
 
     def __init__(
@@ -42,7 +44,7 @@ class Connection:
         send_text: SendText,
         close_socket: CloseSocket,
         *,
-        store: Store,
+        fetch: Fetch,
         stats: Stats,
         queue_size: int,
         replay_limit: int,
@@ -55,12 +57,12 @@ class Connection:
         self.close_code: int | None = None
         self._send_text = send_text
         self._close_socket = close_socket
-        self._store = store
+        self._fetch = fetch
         self._stats = stats
         self._replay_limit = replay_limit
         # A deque and a sender task that exists only while there is something to send: an idle
         # connection then costs no task, no coroutine and no queue machinery.
-        self._queue: deque[Envelope] | None = None
+        self._queue: deque[Push | Frame | CatchUp] | None = None
         self._queue_size = queue_size
         self._sending = False  # set once the connection is set up; before that, frames only queue
         self._sender: asyncio.Task[None] | None = None
@@ -74,7 +76,7 @@ class Connection:
         """Write one frame now; only before the sender starts, or from the sender itself."""
         await self._send_text(frame)
 
-    def enqueue(self, envelope: Envelope) -> bool:
+    def enqueue(self, message: Push | Frame | CatchUp) -> bool:
         """Queue a frame without waiting; a full queue closes this connection. False when dropped."""
         if self.closed:
             return False
@@ -86,7 +88,7 @@ class Connection:
             log.warning("send queue full: user=%s connection=%s closing 1008", self.user_id, self.id)
             self.close(1008, "send queue full; reconnect with since_seq")
             return False
-        queue.append(envelope)
+        queue.append(message)
         if self._sending and self._sender is None:
             self._sender = asyncio.create_task(self._drain())
         return True
@@ -102,17 +104,17 @@ class Connection:
         assert queue is not None
         try:
             while queue:
-                envelope = queue.popleft()
-                if envelope.seq is None:
-                    await self._send_text(envelope.frame)
-                elif envelope.seq > self.last_seq:
-                    if not envelope.frame:  # a catch-up request: everything up to seq is stored
-                        await self._fill_gap(envelope.seq)
-                        continue
-                    if envelope.seq > self.last_seq + 1:
-                        await self._fill_gap(envelope.seq - 1)
-                    await self._push(envelope.frame, envelope.seq, envelope.created)
-                # else: already sent, by the replay or before we connected
+                message = queue.popleft()
+                if type(message) is Frame:
+                    await self._send_text(message.frame)
+                elif message.seq <= self.last_seq:
+                    continue  # already sent, by the replay or before we connected
+                elif type(message) is CatchUp:  # everything up to seq is stored
+                    await self._fill_gap(message.seq)
+                else:
+                    if message.seq > self.last_seq + 1:
+                        await self._fill_gap(message.seq - 1)
+                    await self._push(message.frame, message.seq, message.created)
         except asyncio.CancelledError:
             raise
         except NotifyError as exc:
@@ -144,7 +146,7 @@ class Connection:
 
     async def _fill_gap(self, upto_seq: int) -> None:
         """Frames can arrive out of order across publishers; what is missing is stored, so read it."""
-        missing = await self._store.between(self.user_id, self.last_seq, upto_seq, self._replay_limit)
+        missing = await self._fetch(self.user_id, self.last_seq, upto_seq, self._replay_limit)
         for record in missing:
             await self._push(protocol.notification_frame(record), record.seq, record.created_at.timestamp())
 
@@ -155,7 +157,7 @@ class Connection:
             await self.send(protocol.resync_required_frame(last_seq))
             return
         self.last_seq = since_seq
-        records = await self._store.between(self.user_id, since_seq, None, self._replay_limit)
+        records = await self._fetch(self.user_id, since_seq, None, self._replay_limit)
         for record in records:
             await self._push(protocol.notification_frame(record), record.seq, None)
         self._stats.replayed_total += len(records)
@@ -171,7 +173,7 @@ class Connection:
 
     def _warn_expiry(self, expires_at: float, grace_s: float) -> None:
         left = expires_at - time.time()
-        self.enqueue(Envelope(self.user_id, protocol.token_expiring_frame(left)))
+        self.enqueue(Frame(self.user_id, protocol.token_expiring_frame(left)))
         self._timer = asyncio.get_running_loop().call_later(max(0.0, left + grace_s), self.close, 4401,
                                                             "token expired")
 
@@ -253,23 +255,26 @@ class Hub:
         if not mine:
             del self._users[connection.user_id]
 
-    def deliver(self, envelopes: list[Envelope]) -> None:
-        """The broker's callback: queue each frame on every connection of its user. Never awaits."""
+    def deliver(self, messages: list[Message]) -> None:
+        """The broker's callback: queue each message on every connection of its user. Never awaits."""
         users = self._users
-        for envelope in envelopes:
-            if envelope.close_code is not None:
-                self._close_user(envelope)
-                continue
-            mine = users.get(envelope.user_id)
-            if mine:
+        for message in messages:
+            mine = users.get(message.user_id)
+            kind = type(message)
+            if kind is Revoked:
+                if self._on_revoked is not None:
+                    self._on_revoked(message.user_id, message.before)
+                self._close(mine, 4401, "token revoked")
+            elif kind is CloseUser:
+                self._close(mine, message.code, message.reason[:120])
+            elif mine:
                 for connection in mine.values():  # enqueue never adds or removes connections
-                    connection.enqueue(envelope)
+                    connection.enqueue(message)
 
-    def _close_user(self, envelope: Envelope) -> None:
-        if envelope.revoked_before is not None and self._on_revoked is not None:
-            self._on_revoked(envelope.user_id, envelope.revoked_before)
-        for connection in self.connections_for(envelope.user_id):
-            connection.close(envelope.close_code or 1008, envelope.frame[:120])
+    @staticmethod
+    def _close(mine: dict[str, Connection] | None, code: int, reason: str) -> None:
+        for connection in list((mine or {}).values()):
+            connection.close(code, reason)
 
     def close_all(self, code: int, reason: str) -> None:
         for mine in list(self._users.values()):

@@ -15,9 +15,8 @@ import contextlib
 import logging
 import os
 import socket
-import time
 
-from .brokers import Broker, Envelope
+from .brokers import Broker, CatchUp
 from .hub import Connection, Hub
 from .revocations import Revocations
 from .stats import Stats
@@ -121,5 +120,5 @@ class Node:
             self.filled_total += 1
             log.info("catching up: user=%s connection=%s from seq %d to %d",
                      connection.user_id, connection.id, connection.last_seq, target)
-            connection.enqueue(Envelope(connection.user_id, "", target, time.time()))
+            connection.enqueue(CatchUp(connection.user_id, target))
         connection.behind_at = stored_last

@@ -27,31 +27,42 @@ def utcnow() -> datetime:
 
 
 @dataclass(frozen=True, slots=True)
+class Content:
+    """What a publisher says: the one value that travels from the request body to the stored row and the
+    frame. Validated once, at the border (``PublishBody``, ``SmsInboundBody`` or the SMS poller)."""
+
+    title: str
+    message: str = ""
+    type: str = "info"
+    link: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
+    """A stored notification: its content, whose it is, and where it stands in the user's sequence."""
+
     id: str
     user_id: str
     seq: int
-    title: str
-    message: str
-    type: str
-    link: str | None
+    content: Content
     created_at: datetime
     is_read: bool = False
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def to_wire(self) -> dict[str, Any]:
         """The ``data`` of a ``notification`` frame, and an item of the HTTP list."""
+        content = self.content
         return {
             "id": self.id,
             "seq": self.seq,
             "user_id": self.user_id,
-            "title": self.title,
-            "message": self.message,
-            "type": self.type,
-            "link": self.link,
+            "title": content.title,
+            "message": content.message,
+            "type": content.type,
+            "link": content.link,
             "created_at": iso(self.created_at),
             "is_read": self.is_read,
-            "meta": self.meta,
+            "meta": content.meta,
         }
 
 
@@ -96,6 +107,9 @@ class PublishBody(_Body):
         if self.user_id is not None:
             return [self.user_id]
         return list(dict.fromkeys(self.user_ids or []))
+
+    def content(self) -> Content:
+        return Content(self.title, self.message, self.type, self.link, self.meta)
 
 
 class SmsInboundBody(_Body):

@@ -23,7 +23,7 @@ from .app import create_app
 from .config import Settings
 from .limits import handshake_limiter
 from .logs import logging_config
-from .routes.websocket import NotificationSocket
+from .routes.edge import Edge
 
 LINGER_S = 2.0
 _TOO_MANY_BODY = b'{"detail":"too many connections from this address; retry later","code":"rate_limited"}'
@@ -175,14 +175,14 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 def uvicorn_config(app: FastAPI, settings: Settings, *, host: str, port: int) -> uvicorn.Config:
-    return uvicorn.Config(NotificationSocket(app), host=host, port=port, **uvicorn_options(settings))
+    return uvicorn.Config(Edge(app), host=host, port=port, **uvicorn_options(settings))
 
 
-def create_asgi() -> NotificationSocket:
+def create_asgi() -> Edge:
     """The factory for ``uvicorn --factory`` and ``notify serve --workers``: the app from ``NOTIFY_*``
     variables, with WebSockets served ahead of the framework's middleware (fewer frames kept per
     connection)."""
-    return NotificationSocket(create_app())
+    return Edge(create_app())
 
 
 class NotifyServer(uvicorn.Server):

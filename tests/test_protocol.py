@@ -21,7 +21,7 @@ from namaskah_notify.protocol import (
     RefreshToken,
     parse_client_frame,
 )
-from namaskah_notify.schemas import Notification
+from namaskah_notify.schemas import Content, Notification
 
 
 def _iso(value: str) -> datetime:
@@ -213,9 +213,9 @@ def test_connected_frame_fields():
 def test_notification_frame_fields():
     """``notification`` wraps the stored record in ``data`` with every field the contract names."""
     created = datetime(2024, 5, 1, 12, 30, 0, 123000, tzinfo=UTC)
-    record = Notification(id="notif_123", user_id="user_1", seq=42, title="📱 SMS Code Received",
-                          message="Verification code received for Google", type="sms_received",
-                          link="/verify?id=v1", created_at=created)
+    content = Content(title="📱 SMS Code Received", message="Verification code received for Google",
+                      type="sms_received", link="/verify?id=v1")
+    record = Notification(id="notif_123", user_id="user_1", seq=42, content=content, created_at=created)
     frame = json.loads(protocol.notification_frame(record))
     assert set(frame) == {"type", "data"}
     assert frame["type"] == "notification"
@@ -230,7 +230,7 @@ def test_notification_frame_fields():
 
 def test_notification_frame_null_link():
     """A notification without a link carries ``link: null``."""
-    record = Notification(id="n", user_id="u", seq=1, title="t", message="", type="info", link=None,
+    record = Notification(id="n", user_id="u", seq=1, content=Content(title="t", message="", type="info", link=None),
                           created_at=datetime.now(UTC))
     assert json.loads(protocol.notification_frame(record))["data"]["link"] is None
 

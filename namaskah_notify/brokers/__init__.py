@@ -1,4 +1,4 @@
-"""Brokers carry published frames from the dispatcher to every node's hub. Chosen by URL scheme.
+"""Brokers carry published messages from the dispatcher to every node's hub. Chosen by URL scheme.
 
 ``memory://`` is the in-process reference implementation; others are imported only when named.
 """
@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Broker, Deliver, Envelope, OnGap
+from .base import Broker, Deliver, OnGap
+from .messages import CatchUp, CloseUser, Frame, Message, Push, Revoked
 
-__all__ = ["Broker", "Deliver", "Envelope", "OnGap", "create_broker"]
+__all__ = ["Broker", "CatchUp", "CloseUser", "Deliver", "Frame", "Message", "OnGap", "Push", "Revoked",
+           "create_broker"]
 
 
 def create_broker(url: str, node_id: str, node_ttl_s: float = 10.0) -> Broker:

@@ -1,55 +1,38 @@
-"""The broker interface: the backplane between nodes. Imports nothing of ours.
+"""The broker interface: the backplane between nodes. Imports ``brokers.messages`` only.
 
-Two jobs: carry published frames to every node's hub (``publish`` delivers to this node's hub at once,
-then to the others), and, when shared by several nodes, keep the cluster's shared view — each node's
-heartbeat, which users are connected anywhere, and the per-user connection count.
+Two jobs: carry published messages to every node's hub (``publish`` delivers to this node's hub at once
+and queues them, in order, for the others), and, when shared by several nodes, keep the cluster's shared
+view — each node's heartbeat, which users are connected anywhere, and the per-user connection count.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
+from .messages import Message
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """One frame for every connection of one user.
-
-    Notification frames carry their ``seq`` (for ordering and de-duplication on each connection) and
-    ``created`` (epoch seconds, for the push latency figure). An envelope with an empty ``frame`` and a
-    ``seq`` asks each connection to catch up from the store to that ``seq``. One with a ``close_code``
-    closes every connection of the user (``frame`` is the reason); ``revoked_before`` (epoch seconds) then
-    tells every node that the user's tokens issued earlier are refused.
-    """
-
-    user_id: str
-    frame: str
-    seq: int | None = None
-    created: float | None = None
-    close_code: int | None = None
-    revoked_before: float | None = None
-
-
-Deliver = Callable[[list[Envelope]], None]
+Deliver = Callable[[list[Message]], None]
 OnGap = Callable[[], None]
 
 
 class Broker(ABC):
-    """Fan-out between publishers and hubs. ``deliver`` must not block: it only queues."""
+    """Fan-out between publishers and hubs. Neither ``publish`` nor ``deliver`` waits: they only queue."""
 
     #: True when other processes share this broker: then nodes heartbeat and reconcile.
     shared = False
+    #: False while other nodes cannot be reached (they catch up from the store once it is back).
+    up = True
 
     @abstractmethod
     async def start(self, deliver: Deliver, on_gap: OnGap | None = None) -> None:
         """Begin delivering; ``on_gap`` is called when this node may have missed broker traffic."""
 
     @abstractmethod
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        """Deliver to this node's hub now, then to every other node. Raises when the others cannot be
-        reached; this node's connections have their frames regardless."""
+    def publish(self, messages: list[Message]) -> None:
+        """Deliver to this node's hub now, then, in publishing order, to every other node. Never waits and
+        never raises: what cannot reach the others now is found in the store by their catching up."""
 
     @abstractmethod
     async def ping(self) -> None:

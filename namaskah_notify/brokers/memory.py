@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .base import Broker, Deliver, Envelope, OnGap
+from .base import Broker, Deliver, OnGap
+from .messages import Message
 
 
 class MemoryBroker(Broker):
@@ -12,9 +13,9 @@ class MemoryBroker(Broker):
     async def start(self, deliver: Deliver, on_gap: OnGap | None = None) -> None:
         self._deliver = deliver
 
-    async def publish(self, envelopes: list[Envelope]) -> None:
+    def publish(self, messages: list[Message]) -> None:
         if self._deliver is not None:
-            self._deliver(envelopes)
+            self._deliver(messages)
 
     async def ping(self) -> None:
         return None

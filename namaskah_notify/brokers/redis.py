@@ -1,9 +1,11 @@
 """The Redis broker (redis-py asyncio): fan-out between nodes, and the cluster's shared view.
 
 Fan-out: one channel, ``notify:events``, that every node subscribes to. A publish is delivered to this
-node's hub at once, then published once; every other node delivers it to the connections it holds and
-drops the rest (see docs/scaling.md for what this costs at 100k users × 10 nodes). While the
-subscription is down, the node says so (``on_gap``) so its connections catch up from the store.
+node's hub at once and put on an outbox; one sender task publishes everything on the outbox as one Redis
+message (``messages.encode``), so messages leave in publishing order and a burst costs one round trip.
+Every other node delivers what concerns the connections it holds and drops the rest (see
+docs/scaling.md for what this costs at 100k users × 10 nodes). While the subscription is down, the node
+says so (``on_gap``) so its connections catch up from the store.
 
 Shared view, all with TTLs so a dead node drops out by itself:
 - ``notify:node:<id>``: the node's last heartbeat (hash, expires after ``node_ttl_s``);
@@ -24,11 +26,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from .base import Broker, Deliver, Envelope, OnGap
+from .base import Broker, Deliver, OnGap
+from .messages import Message, decode, encode
 
 log = logging.getLogger("namaskah_notify.brokers.redis")
 
 CHANNEL = "notify:events"
+MAX_OUTBOX = 100_000  # messages waiting for Redis; past this the oldest are dropped (nodes catch up)
 NODE = "notify:node:"
 USER_CONNECTIONS = "notify:uconn:"
 
@@ -68,6 +72,8 @@ class RedisBroker(Broker):
         self._on_gap: OnGap | None = None
         self._listener: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        self._outbox: list[Message] = []
+        self._sender: asyncio.Task[None] | None = None
         self.up = False
 
     async def start(self, deliver: Deliver, on_gap: OnGap | None = None) -> None:
@@ -114,23 +120,36 @@ class RedisBroker(Broker):
 
     def _receive(self, data: bytes) -> None:
         try:
-            message = orjson.loads(data)
-            if message["n"] == self._node_id or self._deliver is None:
-                return  # our own publish was delivered locally already
-            self._deliver([Envelope(e[0], e[3], e[1], e[2], *e[4:6]) for e in message["e"]])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            node, messages = decode(data)
+        except ValueError:
             log.error("dropped a malformed broker message (%d bytes)", len(data))
+            return
+        if node != self._node_id and self._deliver is not None:  # our own were delivered locally already
+            self._deliver(messages)
 
-    async def publish(self, envelopes: list[Envelope]) -> None:
+    def publish(self, messages: list[Message]) -> None:
         if self._deliver is not None:
-            self._deliver(envelopes)
+            self._deliver(messages)
         if not self.up:
-            raise BrokerDown("redis is down; other nodes will catch up from the store")
-        payload = orjson.dumps(
-            {"n": self._node_id, "e": [[e.user_id, e.seq, e.created, e.frame, e.close_code, e.revoked_before]
-                                       for e in envelopes]}
-        )
-        await self._redis.publish(CHANNEL, payload)
+            return  # the others catch up from the store once Redis is back
+        self._outbox.extend(messages)
+        if len(self._outbox) > MAX_OUTBOX:
+            del self._outbox[:-MAX_OUTBOX]
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send(), name="redis-sender")
+
+    async def _send(self) -> None:
+        """Publish the outbox, in order, one Redis message per round trip, until it is empty."""
+        try:
+            while self._outbox:
+                messages, self._outbox = self._outbox, []
+                try:
+                    await self._redis.publish(CHANNEL, encode(self._node_id, messages))
+                except (RedisError, OSError) as exc:
+                    log.warning("redis publish failed (%s): %d messages reach other nodes by catching up",
+                                type(exc).__name__, len(messages))
+        finally:
+            self._sender = None
 
     async def ping(self) -> None:
         if not self.up:
@@ -138,6 +157,9 @@ class RedisBroker(Broker):
         await self._redis.ping()
 
     async def close(self) -> None:
+        if self._sender is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._sender), 2)
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(BaseException):

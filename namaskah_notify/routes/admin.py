@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from ..brokers import Envelope
+from ..brokers import CloseUser, Revoked
 from ..deps import AdminDep, ServicesDep
 from ..schemas import iso
 
@@ -37,15 +37,12 @@ async def disconnect_user(
         before = float(int(time.time()))
         await services.store.revoke(user_id[:128], datetime.fromtimestamp(before, UTC))
         services.revocations.note(user_id, before)
-    reason = "token revoked" if revoke else "disconnected by an administrator"
-    envelope = Envelope(user_id, reason, close_code=4401 if revoke else 1008, revoked_before=before)
-    try:
-        await services.broker.publish([envelope])  # this node's connections are closed already
-        others = "notified"
-    except Exception:
-        # Other nodes close revoked connections when they next re-read the revocations (seconds);
-        # a plain disconnect cannot reach them now.
-        others = "pending" if revoke else "unreachable"
+    message = Revoked(user_id, before) if before is not None else CloseUser(user_id, 1008,
+                                                                           "disconnected by an administrator")
+    services.broker.publish([message])  # this node's connections close now; other nodes' when it arrives
+    # Other nodes close revoked connections when they next re-read the revocations (seconds); a plain
+    # disconnect cannot reach them while the broker is down.
+    others = "notified" if services.broker.up else "pending" if revoke else "unreachable"
     log.warning("admin disconnect: user=%s revoke_tokens=%s other nodes %s", user_id, revoke, others)
     return {"user_id": user_id, "revoked_before": iso(datetime.fromtimestamp(before, UTC)) if before else None,
             "other_nodes": others}

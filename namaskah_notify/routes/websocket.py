@@ -4,7 +4,7 @@ This module only moves frames between the socket, ``protocol``, the hub and the 
 errors to ``error`` frames or close codes. After the connection is registered, every write goes through
 the connection's queue and sender, so frames leave in one order.
 
-It is plain ASGI, mounted as the outermost middleware (:class:`NotificationSocket`): every open
+It is plain ASGI, served by the outermost layer (``edge.py``) ahead of the framework: every open
 connection keeps its whole call chain suspended in memory for as long as it lives, and the framework's
 routing and dependency layers would add several frames to each of thousands of idle connections, and a
 dictionary lookup or two to every frame sent.
@@ -16,15 +16,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .. import protocol
 from ..auth import Identity
-from ..brokers import Envelope
+from ..brokers import Frame
 from ..deps import Services
 from ..errors import AuthError, Forbidden, NotifyError, ProtocolError, TooLarge, TooManyConnections
 from ..hub import Connection
@@ -101,28 +100,6 @@ class Socket:
         if len(text) > limit:  # uvicorn enforces this on the wire too (ws_max_size); this is the backstop
             raise TooLarge(f"frame larger than {limit} bytes")
         return text
-
-
-class NotificationSocket:
-    """ASGI middleware: ``/ws/notifications`` is served here; everything else goes on to the app.
-
-    ``server.py`` wraps the whole FastAPI app in it, so sockets skip even the framework's middleware;
-    ``create_app`` also installs it as the outermost middleware, for ``uvicorn --factory create_app``.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    @property
-    def state(self) -> Any:
-        return self.app.state  # type: ignore[attr-defined]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == PATH:
-            owner = scope.get("app", self.app)  # the FastAPI app, inside or outside of it
-            await serve_socket(owner.state.services, Socket(scope, receive, send))
-            return
-        await self.app(scope, receive, send)
 
 
 def _origin_allowed(origin: str | None, allowed: list[str]) -> bool:
@@ -202,7 +179,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
         identity.user_id,
         socket.send_text,
         socket.close,
-        store=services.store,
+        fetch=services.store.between,
         stats=services.stats,
         queue_size=settings.send_queue_size,
         replay_limit=settings.replay_limit,
@@ -254,7 +231,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
 
 
 def _reply(connection: Connection, frame: str) -> None:
-    connection.enqueue(Envelope(connection.user_id, frame))
+    connection.enqueue(Frame(connection.user_id, frame))
 
 
 def _fail(services: Services, connection: Connection, code: str, message: str) -> None:

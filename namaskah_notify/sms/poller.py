@@ -233,10 +233,11 @@ class SMSPollingService:
         await self._notify(accepted, message.received_at)
 
     async def _notify(self, verification: Verification, provider_time: datetime | None) -> None:
-        record, created = await self._dispatcher.on_sms_received(
+        stored = await self._dispatcher.on_sms_received(
             verification.user_id, verification.id, verification.service, verification.code or "",
             message_id=verification.message_id,
         )
+        record, created = stored.records[0], stored.created
         await self._store.mark_notified(verification.id, record.id)
         latency = (record.created_at - provider_time).total_seconds() if provider_time else None
         if created:

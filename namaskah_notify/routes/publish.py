@@ -1,0 +1,121 @@
+"""The two publishing routes, ``POST /api/notifications`` and ``POST /api/sms/inbound``: what they do, and
+the lean way in that a backend's publish takes.
+
+``publish`` and ``sms_inbound`` are the routes' whole work, shared by both ways in. The FastAPI routes in
+``notifications.py`` are the API surface (OpenAPI, CORS, every error answer); :func:`serve_fast`, called
+by the outermost ASGI layer (``edge.py``), serves the common case of the same request without the
+framework's routing, dependency solving and middleware: a JSON body of declared size, no ``Origin``
+(a backend, not a browser), an admin token, a valid body. Anything else — a bad token or body, a
+browser's call — is handed to the framework with the body it has read, so that every answer but the
+success is the framework's own. Imports ``deps``, ``errors`` and ``schemas``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..deps import Services
+from ..errors import NotifyError
+from ..schemas import PublishBody, SmsInboundBody
+
+Answer = tuple[int, str]  # status and JSON text
+
+
+async def publish(services: Services, body: PublishBody) -> Answer:
+    """Store and push to one user, several, or every user connected right now."""
+    content = body.content()
+    if body.broadcast:
+        stored = await services.dispatcher.broadcast(content)
+        return 201, f'{{"count":{len(stored.records)}}}'
+    stored = await services.dispatcher.notify(body.recipients(), content)
+    if body.user_id is not None:
+        return 201, stored.data[0]
+    return 201, f'{{"count":{len(stored.data)},"items":[{",".join(stored.data)}]}}'
+
+
+async def sms_inbound(services: Services, body: SmsInboundBody) -> Answer:
+    """The origin document's SMS notification; a retried ``message_id`` answers the first one with 200."""
+    stored = await services.dispatcher.on_sms_received(
+        body.user_id, body.verification_id, body.service, body.code, body.message_id
+    )
+    return (201 if stored.created else 200), stored.data[0]
+
+
+Route = tuple[type[BaseModel], Callable[[Services, Any], Awaitable[Answer]]]
+ROUTES: dict[str, Route] = {
+    "/api/notifications": (PublishBody, publish),
+    "/api/sms/inbound": (SmsInboundBody, sms_inbound),
+}
+_JSON = [(b"content-type", b"application/json")]
+
+
+def error_body(exc: NotifyError) -> str:
+    """The API's error answer, ``{"detail", "code"}``, for the framework's handler and for this path."""
+    return orjson.dumps({"detail": exc.message, "code": exc.code}).decode()
+
+
+async def serve_fast(services: Services, route: Route, scope: Scope, receive: Receive, send: Send,
+                     app: ASGIApp) -> None:
+    token = length = content_type = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            token = value
+        elif name == b"content-length":
+            length = value
+        elif name == b"content-type":
+            content_type = value
+        elif name == b"origin":
+            await app(scope, receive, send)  # a browser: CORS and the rest are the framework's
+            return
+    if (content_type is None or not content_type.startswith(b"application/json") or length is None
+            or not length.isdigit() or int(length) > services.settings.max_body_bytes):
+        await app(scope, receive, send)
+        return
+    raw = await _read(receive)
+    model, handler = route
+    try:
+        scheme, _, credentials = (token or b"").decode("latin-1").partition(" ")
+        if scheme.lower() != "bearer" or not services.identify(credentials.strip()).is_admin:
+            raise ValueError("not an admin token")
+        body = model.model_validate_json(raw)
+    except (NotifyError, ValidationError, ValueError):
+        await app(scope, _replay(raw, receive), send)  # the framework's own 401, 403 or 422
+        return
+    try:
+        status, text = await handler(services, body)
+    except NotifyError as exc:
+        status, text = exc.status, error_body(exc)
+    payload = text.encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*_JSON, (b"content-length", b"%d" % len(payload))]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _read(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

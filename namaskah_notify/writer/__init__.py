@@ -1,0 +1,150 @@
+"""The one writer of notifications, chosen by database URL: ``sqlite.py`` (stdlib ``sqlite3`` in a thread
+of its own) or ``postgres.py`` (one ``asyncpg`` connection with prepared statements).
+
+Every publish is a :class:`Write`. Writes that arrive while a commit is in flight are committed together
+(group commit): one transaction, one ``user_seqs`` bump for all their users, one insert, one sync to
+disk. Right after each commit the writer hands the stored notifications, in ``seq`` order, to its one
+``on_commit`` function (the dispatcher's push) and then answers the callers: a push never precedes its
+commit, never waits for the next one, and does not depend on the caller still being there.
+
+One bad row never fails its batch: bodies are validated before they get here and a dedupe key always
+fits its column; a row the database still refuses (a constraint or trigger of its own) sends the batch
+back to be committed one write at a time, so only that write fails, with :class:`Unstorable`.
+Imports ``errors``, ``protocol`` and ``schemas``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..protocol import NotificationTemplate
+from ..schemas import Content, Notification
+
+MAX_BATCH_ROWS = 5000  # recipients in one group commit; bounds one transaction's size and time
+DEDUPE_KEY_CHARS = 300  # the column's size
+
+
+def new_id() -> str:
+    """``notif_`` + milliseconds + randomness: unique, and sorts roughly by creation time."""
+    return f"notif_{int(time.time() * 1000):011x}{secrets.token_hex(6)}"
+
+
+def sms_dedupe_key(user_id: str, message_id: str) -> str:
+    """A provider message id, scoped to its user (a message id seen for someone else never answers with
+    their notification); hashed when the readable form would not fit the column."""
+    key = f"sms:{user_id}:{message_id}"
+    if len(key) <= DEDUPE_KEY_CHARS:
+        return key
+    return "sms#" + hashlib.sha256(f"{user_id}\0{message_id}".encode()).hexdigest()
+
+
+@dataclass(slots=True)
+class Write:
+    user_ids: list[str]
+    content: Content
+    dedupe_key: str | None = None
+
+
+@dataclass(slots=True)
+class Stored:
+    """A write's answer: its notifications in ``seq`` order, each one's JSON ``data`` (serialized once,
+    for the frames and the HTTP answer alike), and ``created`` (False: the dedupe key was stored before)."""
+
+    records: list[Notification]
+    data: list[str]
+    created: bool = True
+
+
+OnCommit = Callable[[list[Stored]], None]
+Row = tuple[Notification, str | None]  # a new notification and its dedupe key
+
+
+class Writer(ABC):
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def add(self, write: Write) -> Stored:
+        """Store ``write``; returns once it is committed (and handed to ``on_commit``)."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+
+def stored_answer(record: Notification) -> Stored:
+    data = NotificationTemplate(record.content, record.created_at, record.is_read).data(
+        record.id, record.seq, record.user_id)
+    return Stored([record], [data], created=False)
+
+
+class Batch:
+    """The plan of one group commit, the same for every database: which writes were stored before
+    (dedupe), how many new rows each user gets, then each write's notifications once the bump has said
+    where each user's sequence stands."""
+
+    def __init__(self, writes: list[Write], stored_before: dict[str, Notification]) -> None:
+        self.writes = writes
+        self.answers: list[Stored | int | None] = []  # a Stored, the index of an earlier write, or None: new
+        self.counts: dict[str, int] = {}
+        first_with_key: dict[str, int] = {}
+        for index, write in enumerate(writes):
+            key = write.dedupe_key
+            if key is not None and key in stored_before:
+                self.answers.append(stored_answer(stored_before[key]))
+                continue
+            if key is not None and key in first_with_key:
+                self.answers.append(first_with_key[key])  # the same webhook twice in one batch
+                continue
+            if key is not None:
+                first_with_key[key] = index
+            self.answers.append(None)
+            for user in write.user_ids:
+                self.counts[user] = self.counts.get(user, 0) + 1
+        # Users in one order everywhere: two nodes bumping overlapping users lock their rows in that order.
+        self.users = sorted(self.counts)
+
+    def assign(self, last_seqs: dict[str, int], now: datetime) -> tuple[list[Stored], list[Row]]:
+        """Every write's answer, and the new rows to insert with their dedupe keys."""
+        next_seq = {user: last_seqs[user] - n + 1 for user, n in self.counts.items()}
+        answers: list[Stored] = []
+        rows: list[Row] = []
+        for write, answer in zip(self.writes, self.answers, strict=True):
+            if isinstance(answer, Stored):
+                answers.append(answer)
+                continue
+            if isinstance(answer, int):
+                first = answers[answer]
+                answers.append(Stored(first.records, first.data, created=False))
+                continue
+            template = NotificationTemplate(write.content, now)
+            records, data = [], []
+            for user in write.user_ids:
+                seq = next_seq[user]
+                next_seq[user] = seq + 1
+                record = Notification(new_id(), user, seq, write.content, now)
+                records.append(record)
+                data.append(template.data(record.id, seq, user))
+            key = write.dedupe_key if len(records) == 1 else None
+            rows.extend((record, key) for record in records)
+            answers.append(Stored(records, data))
+        return answers, rows
+
+
+def create_writer(database_url: str, on_commit: OnCommit, *, sqlite_synchronous: str = "FULL") -> Writer:
+    """The writer for ``database_url`` (a SQLAlchemy URL, as in ``NOTIFY_DATABASE_URL``)."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        from .sqlite import SqliteWriter
+
+        return SqliteWriter(url.database or ":memory:", on_commit, synchronous=sqlite_synchronous)
+    from .postgres import PostgresWriter
+
+    return PostgresWriter(url.set(drivername="postgresql").render_as_string(hide_password=False), on_commit)

@@ -1,0 +1,177 @@
+"""The SQLite writer: stdlib ``sqlite3`` on one connection, in one thread of its own.
+
+Publishes reach the thread through a queue; it takes everything queued (up to a size), commits it in one
+``BEGIN IMMEDIATE`` transaction with two prepared statements (the seq bump for all users through
+``json_each``, and the insert), syncs once, and hands the batch back to the event loop with one
+``call_soon_threadsafe``. While it syncs, the next batch queues up. ``synchronous=FULL`` by default: an
+answered publish survives a power cut. Imports ``errors``, ``schemas`` and ``writer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from datetime import UTC, datetime
+
+import orjson
+
+from ..errors import Unavailable, Unstorable
+from ..schemas import Content, Notification, utcnow
+from . import MAX_BATCH_ROWS, Batch, OnCommit, Stored, Write, Writer
+
+log = logging.getLogger("namaskah_notify.writer")
+
+_COLUMNS = "id, user_id, seq, title, message, type, link, meta, created_at, is_read, dedupe_key"
+_BUMP = ("INSERT INTO user_seqs (user_id, last_seq) SELECT key, value FROM json_each(?) WHERE true "
+         "ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING user_id, last_seq")
+_INSERT = f"INSERT INTO notifications ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)"
+_BY_KEYS = f"SELECT {_COLUMNS} FROM notifications WHERE dedupe_key IN (SELECT value FROM json_each(?))"
+
+
+def _stamp(moment: datetime) -> str:
+    """The text SQLAlchemy's SQLite ``DateTime`` stores and reads back (UTC, no zone)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _record(row: tuple) -> Notification:
+    content = Content(row[3], row[4], row[5], row[6], orjson.loads(row[7]) if row[7] else {})
+    created = datetime.fromisoformat(row[8]).replace(tzinfo=UTC)
+    return Notification(row[0], row[1], row[2], content, created, bool(row[9]))
+
+
+class _Job:
+    __slots__ = ("future", "write")
+
+    def __init__(self, write: Write, future: asyncio.Future[Stored]) -> None:
+        self.write = write
+        self.future = future
+
+
+class SqliteWriter(Writer):
+    def __init__(self, path: str, on_commit: OnCommit, *, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._on_commit = on_commit
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="notify-writer", daemon=True)
+        self._thread.start()
+
+    async def add(self, write: Write) -> Stored:
+        assert self._loop is not None, "writer not started"
+        future = self._loop.create_future()
+        self._jobs.put(_Job(write, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join, 10)
+            self._thread = None
+
+    # -- the writer thread -------------------------------------------------------------------------
+    def _connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(f"PRAGMA synchronous={self._synchronous}")
+        connection.execute("PRAGMA busy_timeout=30000")
+        return connection
+
+    def _run(self) -> None:
+        connection: sqlite3.Connection | None = None
+        stopping = False
+        while not stopping:
+            job = self._jobs.get()
+            if job is None:
+                break
+            jobs, size = [job], len(job.write.user_ids)
+            while size < MAX_BATCH_ROWS:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                jobs.append(job)
+                size += len(job.write.user_ids)
+            writes = [job.write for job in jobs]
+            try:
+                if connection is None:
+                    connection = self._connect()
+                results: list[Stored | BaseException] = self._commit_isolating(connection, writes)
+            except sqlite3.Error as exc:
+                log.error("sqlite write failed for %d publishes: %s", len(writes), exc)
+                error = Unavailable(f"database unavailable: {type(exc).__name__}")
+                results = [error] * len(writes)
+                with contextlib.suppress(sqlite3.Error):
+                    connection.close()  # type: ignore[union-attr]
+                connection = None
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._finish, jobs, results)
+        if connection is not None:
+            connection.close()
+
+    def _finish(self, jobs: list[_Job], results: list[Stored | BaseException]) -> None:
+        """On the event loop, in commit order: push what was stored, then answer every caller."""
+        self._on_commit([r for r in results if isinstance(r, Stored) and r.created])
+        for job, result in zip(jobs, results, strict=True):
+            if job.future.done():
+                continue  # the caller went away; what it stored is pushed all the same
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(result)
+
+    def _commit_isolating(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Stored | BaseException]:
+        try:
+            return self._commit(connection, writes)
+        except (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError) as exc:
+            if len(writes) == 1:
+                log.warning("the database refused a notification: %s", exc)
+                return [Unstorable(f"the database refused this notification: {exc}"[:200])]
+        # One row spoiled the batch: every write on its own, so only that one fails.
+        results: list[Stored | BaseException] = []
+        for write in writes:
+            try:
+                results += self._commit_isolating(connection, [write])
+            except sqlite3.Error as exc:
+                results.append(Unavailable(f"database unavailable: {type(exc).__name__}"))
+        return results
+
+    def _commit(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Stored]:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            keys = [w.dedupe_key for w in writes if w.dedupe_key is not None]
+            before = {}
+            if keys:
+                rows = connection.execute(_BY_KEYS, (orjson.dumps(keys).decode(),)).fetchall()
+                before = {row[10]: _record(row) for row in rows}
+            batch = Batch(writes, before)
+            last = {}
+            if batch.users:
+                counts = orjson.dumps({user: batch.counts[user] for user in batch.users}).decode()
+                last = dict(connection.execute(_BUMP, (counts,)).fetchall())
+            now = utcnow()
+            answers, rows = batch.assign(last, now)
+            if rows:
+                stamp = _stamp(now)
+                metas = {id(w.content): orjson.dumps(w.content.meta).decode() for w in writes}
+                connection.executemany(_INSERT, [
+                    (r.id, r.user_id, r.seq, r.content.title, r.content.message, r.content.type, r.content.link,
+                     metas[id(r.content)], stamp, key) for r, key in rows
+                ])
+            connection.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+            raise
+        return answers
