@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await dispatcher.close()
             await node.stop()
             await broker.close()
+            store.close()
             await engine.dispose()
 
     app = FastAPI(title="namaskah-notify", version="0.1.0", lifespan=lifespan)

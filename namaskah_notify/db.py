@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from .config import Settings
 from .errors import Unavailable
 
+_FAILURES = (DBAPIError, SQLAlchemyError, OSError, sqlite3.Error)  # sqlite3: the store's point reads
 P = ParamSpec("P")
 T = TypeVar("T")
 _write_locks: weakref.WeakKeyDictionary[AsyncEngine, asyncio.Lock] = weakref.WeakKeyDictionary()
@@ -85,7 +87,7 @@ async def writing(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 def translated(exc: BaseException) -> BaseException:
     """A database failure as the service's ``Unavailable``; an integrity error or anything else unchanged."""
-    if isinstance(exc, DBAPIError | SQLAlchemyError | OSError) and not isinstance(exc, IntegrityError):
+    if isinstance(exc, _FAILURES) and not isinstance(exc, IntegrityError | sqlite3.IntegrityError):
         error = Unavailable(f"database unavailable: {type(exc).__name__}")
         error.__cause__ = exc
         return error
@@ -99,7 +101,7 @@ def translate(method: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await method(*args, **kwargs)
-        except (DBAPIError, SQLAlchemyError, OSError) as exc:
+        except _FAILURES as exc:
             raise translated(exc) from exc
 
     return wrapper

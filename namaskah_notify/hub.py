@@ -26,6 +26,7 @@ from .stats import Stats
 log = logging.getLogger("namaskah_notify.hub")
 
 SendText = Callable[[str], Awaitable[None]]
+SendNow = Callable[[str], bool]  # write a frame at once if the socket takes it without waiting; False if not
 CloseSocket = Callable[[int, str], Awaitable[None]]
 # (user_id, after_seq, upto_seq or None, limit) -> the stored notifications after_seq < seq <= upto_seq
 Fetch = Callable[[str, int, int | None, int], Awaitable[list[Notification]]]
@@ -35,8 +36,8 @@ class Connection:
     """One open WebSocket of one user. Slotted: thousands of idle ones should cost little."""
 
     __slots__ = ("_close_socket", "_closer", "_created", "_fetch", "_queue", "_queue_size", "_replay_limit",
-                 "_send_text", "_sender", "_sending", "_stats", "_timer", "behind_at", "close_code", "closed", "id",
-                 "issued_at", "last_seq", "user_id")
+                 "_send_now", "_send_text", "_sender", "_sending", "_stats", "_timer", "behind_at", "close_code",
+                 "closed", "id", "issued_at", "last_seq", "user_id")
 
     def __init__(
         self,
@@ -48,6 +49,7 @@ class Connection:
         stats: Stats,
         queue_size: int,
         replay_limit: int,
+        send_now: SendNow | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.user_id = user_id
@@ -58,6 +60,7 @@ class Connection:
         self._send_text = send_text
         self._close_socket = close_socket
         self._fetch = fetch
+        self._send_now = send_now
         self._stats = stats
         self._replay_limit = replay_limit
         # A deque and a sender task that exists only while there is something to send: an idle
@@ -77,11 +80,16 @@ class Connection:
         await self._send_text(frame)
 
     def enqueue(self, message: Push | Frame | CatchUp) -> bool:
-        """Queue a frame without waiting; a full queue closes this connection. False when dropped."""
+        """Send or queue a frame without waiting; a full queue closes this connection. False when dropped.
+
+        With nothing queued and the socket taking writes (not paused by the kernel's full buffer), the
+        next frame in order is written at once, without a sender task: the common case costs no task."""
         if self.closed:
             return False
         queue = self._queue
         if queue is None:
+            if self._sender is None and self._send_now is not None and self._sending and self._sent_now(message):
+                return True
             queue = self._queue = deque()
         elif len(queue) >= self._queue_size:
             self._stats.overflowed()
@@ -92,6 +100,17 @@ class Connection:
         if self._sending and self._sender is None:
             self._sender = asyncio.create_task(self._drain())
         return True
+
+    def _sent_now(self, message: Push | Frame | CatchUp) -> bool:
+        kind = type(message)
+        if kind is Frame:
+            return self._send_now(message.frame)  # type: ignore[misc]
+        if message.seq <= self.last_seq:
+            return True  # already sent
+        if kind is Push and message.seq == self.last_seq + 1 and self._send_now(message.frame):  # type: ignore[misc]
+            self._pushed(message.seq, message.created)
+            return True
+        return False  # a gap to fill from the store first, or the socket is busy: the sender does it
 
     def start_sender(self) -> None:
         """From now on, queued frames are written by a sender task (started whenever there are some)."""
@@ -130,6 +149,9 @@ class Connection:
 
     async def _push(self, frame: str, seq: int, created: float | None) -> None:
         await self._send_text(frame)
+        self._pushed(seq, created)
+
+    def _pushed(self, seq: int, created: float | None) -> None:
         self.last_seq = seq
         if created is not None:
             self._stats.pushed(created, time.time())

@@ -150,6 +150,20 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         if message["type"] == "websocket.accept":
             self.response = None  # the handshake response is sent: an idle connection need not keep it
 
+    def send_text_now(self, text: str) -> bool:
+        """Write a text frame at once if ``send`` would not wait: the connection is open and the transport
+        is not paused by a full kernel buffer. The hub's common case then needs no sender task; False means
+        "queue it", and the sender task writes it through ``send`` when the socket drains."""
+        if (not self.writable.is_set() or self.disconnected or self.close_sent or not self.handshake_complete
+                or self.initial_response is not None or self.transport.is_closing()):
+            return False
+        try:
+            self.conn.send_text(text.encode())
+        except Exception:  # websockets says the connection is closing
+            return False
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        return True
+
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """The uvicorn settings the contract depends on: the frame size limit (1009), no compression (so a

@@ -45,8 +45,10 @@ def _moved(name: str) -> str:
 
 
 def test_every_override_is_recorded():
-    """Each method ``server.WebSocketProtocol`` overrides has a recorded digest (a new override needs one)."""
-    overrides = {name for name, value in vars(WebSocketProtocol).items() if callable(value)}
+    """Each method ``server.WebSocketProtocol`` overrides has a recorded digest (a new override needs one);
+    ``send_text_now``, its own, reads the state that uvicorn's ``send`` reads, so that digest covers it."""
+    overrides = {name for name, value in vars(WebSocketProtocol).items()
+                 if callable(value) and hasattr(WebSocketsSansIOProtocol, name)}
     assert overrides == set(OVERRIDDEN), f"record the uvicorn source digest of {overrides ^ set(OVERRIDDEN)}"
 
 

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 import orjson
@@ -85,6 +86,11 @@ class Socket:
 
     async def send_text(self, text: str) -> None:
         await self._send({"type": "websocket.send", "text": text})
+
+    def send_now(self) -> Callable[[str], bool] | None:
+        """The server protocol's non-waiting write (``server.WebSocketProtocol.send_text_now``), when the
+        ASGI ``send`` is that protocol's own method; under another server, None: every frame is queued."""
+        return getattr(getattr(self._send, "__self__", None), "send_text_now", None)
 
     async def close(self, code: int, reason: str = "") -> None:
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
@@ -183,6 +189,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
         stats=services.stats,
         queue_size=settings.send_queue_size,
         replay_limit=settings.replay_limit,
+        send_now=socket.send_now(),
     )
     connection.issued_at = identity.issued_at
     limit = settings.max_connections_per_user
