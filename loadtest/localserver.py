@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -42,16 +43,16 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def spawn(command: list[str], *, url: str, log_path: Path, env: dict[str, str], cpu: int | None = None,
-          timeout: float = 60) -> subprocess.Popen[bytes]:
-    """Start ``command`` (pinned to ``cpu`` with ``taskset``, when there is one), with the caller's
-    ``NOTIFY_*`` variables replaced by ``env`` and its output appended to ``log_path``; return once
-    ``url``/healthz answers 200."""
+          timeout: float = 60, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``command`` in ``cwd`` (default: this checkout; pinned to ``cpu`` with ``taskset``, when there
+    is one), with the caller's ``NOTIFY_*`` variables replaced by ``env`` and its output appended to
+    ``log_path``; return once ``url``/healthz answers 200."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
     full_env.update(env)
     full_env["PYTHONUNBUFFERED"] = "1"
     if cpu is not None and shutil.which("taskset"):
         command = ["taskset", "-c", str(cpu), *command]
-    process = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=log_path.open("ab"),
+    process = subprocess.Popen(command, cwd=cwd or ROOT, env=full_env, stdout=log_path.open("ab"),
                                stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -83,3 +84,21 @@ def proc_status(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise KeyError(key)
+
+
+def proc_cpu_seconds(pid: int | str = "self") -> float:
+    """CPU time of a process so far, user + system, all its threads (``/proc/<pid>/stat``), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def core_times(cpu: int) -> tuple[float, float]:
+    """Busy and total seconds of one core since boot (``/proc/stat``), whoever ran on it; idle and iowait
+    are not busy."""
+    prefix = f"cpu{cpu} "
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(prefix):
+            ticks = [int(x) for x in line.split()[1:9]]
+            total = sum(ticks)
+            return (total - ticks[3] - ticks[4]) / CLK_TCK, total / CLK_TCK
+    raise KeyError(prefix)

@@ -4,6 +4,7 @@ benchmark itself, not from here)."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -52,18 +53,33 @@ def test_headless_locust_run_delivers_to_every_tab(server: ServerProcess, tmp_pa
 
 
 def test_bench_toy_run_prints_its_table(tmp_path: Path) -> None:
-    """The benchmark at toy size starts its own server, runs every scenario, exits 0 and prints the table."""
+    """The benchmark at toy size starts our server and the naive one for each turn, runs every scenario
+    against both, exits 0, prints the table with a ratio per row, and writes both servers' numbers."""
     scratch = tmp_path / "tmp"  # bench.py deletes its folder on exit: its server's log is kept for the leak check
     scratch.mkdir()
     with keep_files(scratch, "notify-bench-*/server.log", into=tmp_path):
         result = subprocess.run(
-            [sys.executable, str(LOADTEST / "bench.py"), "--idle", "50", "--broadcast", "50", "--broadcast-repeats",
-             "1", "--users", "20", "--rates", "100", "--repeat", "1", "--step-seconds", "1.5", "--search-start", "200",
-             "--search-max", "200", "--settle", "0.2", "--json", str(tmp_path / "bench.json")],
-            capture_output=True, text=True, timeout=90, cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)},
+            [sys.executable, str(LOADTEST / "bench.py"), "--users", "20", "--repeat", "1", "--step-seconds", "1",
+             "--measure-seconds", "1", "--latency-rate", "100", "--cpu-rate", "100", "--search-start", "200",
+             "--search-max", "400", "--batched-start", "200", "--connections", "100", "--broadcast", "50",
+             "--broadcast-repeats", "1", "--settle", "0.2", "--pause", "0.2", "--http-connections", "4",
+             "--json", str(tmp_path / "bench.json")],
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)},
         )
     assert result.returncode == 0, result.stdout + result.stderr
-    for row in ("idle memory", "broadcast", "unicast 100/s", "highest clean rate", "KiB/connection"):
-        assert row in result.stdout
-    assert "lost 0/" in result.stdout
-    assert (tmp_path / "bench.json").exists()
+    for row in ("single-event saturation (headline)", "p99 delivery at 100 single events/s",
+                "server CPU per event", "broadcast to 50 connections", "open 100 connections",
+                "idle memory per connection", "batched (20 users per request) — not the headline",
+                "ratio", "target", "every measured step"):
+        assert row in result.stdout, row
+    report = json.loads((tmp_path / "bench.json").read_text())
+    for server in ("ours", "naive"):
+        numbers = report["results"][server]
+        assert numbers["saturation"][0]["highest_clean"] > 0 and numbers["saturation"][0]["steps"]
+        assert numbers["latency"][0]["p99"] > 0 and numbers["cpu"][0]["server_ms_per_event"] > 0
+        assert numbers["broadcast"]["missing"] == [0] and numbers["connect"]["refused"] == 0
+        assert numbers["connect"]["kib_per_connection"] > 0 and numbers["batched"]["highest_clean"] > 0
+    steps = report["steps"]
+    assert {step["server"] for step in steps} == {"ours", "naive"}
+    assert all(step["lost"] == 0 and step["deliveries"] == step["expected"] for step in steps)
+    assert all(step["client_cpu_pct"] >= 0 for step in steps)
