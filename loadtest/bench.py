@@ -1049,8 +1049,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--targets", default="ours,naive", help="Comma list of ours, naive")
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help=f"Comma list of {', '.join(SCENARIOS)}")
-    parser.add_argument("--naive-by-user", action="store_true",
-                        help="Start the naive server with --by-user (a dict of sockets by user, not a scan of all)")
+    parser.add_argument("--naive-scan-all", dest="naive_by_user", action="store_false",
+                        help="Start the naive server without --by-user: a scan of every open socket per publish "
+                             "(the slow-consumer control), not the dict of sockets by user the origin design has")
     parser.add_argument("--server-root", type=Path,
                         help="Run our server from this checkout (its .venv if it has one; default: this checkout)")
     parser.add_argument("--url", help="Use this running server as ours instead of starting one for each turn")

@@ -97,7 +97,11 @@ class PostgresWriter(Writer):
                     job = self._pending.popleft()
                     jobs.append(job)
                     size += len(job.write.user_ids)
-                results = await self._commit_isolating([job.write for job in jobs])
+                try:
+                    results = await self._commit_isolating([job.write for job in jobs])
+                except BaseException:  # cancelled mid-commit (shutdown): its callers hear so
+                    self._pending.extendleft(reversed(jobs))
+                    raise
                 self._on_commit([r for r in results if isinstance(r, Stored) and r.created])
                 for job, result in zip(jobs, results, strict=True):
                     if job.future.done():

@@ -66,7 +66,8 @@ class SqliteWriter(Writer):
         self._thread.start()
 
     async def add(self, write: Write) -> Stored:
-        assert self._loop is not None, "writer not started"
+        if self._loop is None or self._thread is None:
+            raise Unavailable("the notification writer is not running")
         future = self._loop.create_future()
         self._jobs.put(_Job(write, future))
         return await future
@@ -115,8 +116,10 @@ class SqliteWriter(Writer):
                 with contextlib.suppress(sqlite3.Error):
                     connection.close()  # type: ignore[union-attr]
                 connection = None
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(self._finish, jobs, results)
+            try:
+                self._loop.call_soon_threadsafe(self._finish, jobs, results)  # type: ignore[union-attr]
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is waiting any more
+                break
         if connection is not None:
             connection.close()
 
