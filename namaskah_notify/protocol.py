@@ -119,9 +119,10 @@ class NotificationTemplate:
 
     __slots__ = ("_tail",)
 
-    def __init__(self, content: Content, created_at: datetime, is_read: bool = False) -> None:
+    def __init__(self, content: Content, created_at: datetime | str, is_read: bool = False) -> None:
+        created = created_at if isinstance(created_at, str) else iso(created_at)
         rest = orjson.dumps({"title": content.title, "message": content.message, "type": content.type,
-                             "link": content.link, "created_at": iso(created_at), "is_read": is_read,
+                             "link": content.link, "created_at": created, "is_read": is_read,
                              "meta": content.meta})
         self._tail = rest.decode()[1:]  # without its opening brace
 

@@ -7,11 +7,12 @@ own Prometheus registry, so several apps in one process never collide. Imports n
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -57,6 +58,7 @@ class Stats:
     def __init__(self, window_s: int = 10, samples: int = 4096) -> None:
         self.started_at = time.time()
         self.published_total = 0
+        self.commits_total = 0  # group commits that stored notifications: published / commits = rows per commit
         self.pushed_total = 0
         self.acked_total = 0
         self.connections_total = 0
@@ -72,7 +74,12 @@ class Stats:
         r = self.registry
         self._m_published = Counter("notify_notifications_published", "Notifications stored and published",
                                     registry=r)
-        self._m_pushed = Counter("notify_frames_pushed", "Notification frames written to sockets", registry=r)
+        # Recorded per frame sent, so kept as plain numbers and read by Prometheus when it scrapes: no lock on
+        # the send path.
+        r.register(_CounterFunction("notify_frames_pushed", "Notification frames written to sockets",
+                                    lambda: self.pushed_total))
+        r.register(_CounterFunction("notify_store_commits", "Group commits that stored notifications",
+                                    lambda: self.commits_total))
         self._m_acked = Counter("notify_acks", "Notifications acknowledged by clients", registry=r)
         self._m_opened = Counter("notify_connections_opened", "WebSocket connections accepted", registry=r)
         self._m_closed = Counter("notify_connections_closed", "WebSocket connections closed, by close code",
@@ -81,8 +88,8 @@ class Stats:
                                     registry=r)
         self._m_client_errors = Counter("notify_client_frame_errors", "Client frames answered with an error",
                                         ["code"], registry=r)
-        self._m_push_latency = Histogram("notify_push_latency_seconds", "created_at to written on the socket",
-                                         buckets=_LATENCY_BUCKETS, registry=r)
+        self._push_latency = _Histogram("notify_push_latency_seconds", "created_at to written on the socket")
+        r.register(self._push_latency)
         self._m_ack_latency = Histogram("notify_delivery_latency_seconds",
                                         "created_at to the client's ack (end to end)",
                                         buckets=_LATENCY_BUCKETS, registry=r)
@@ -102,17 +109,18 @@ class Stats:
                                                 "NOTIFY_HANDSHAKE_RATE_PER_IP", refused))
 
     def published(self, count: int) -> None:
+        """One group commit's notifications, handed to the broker."""
+        self.commits_total += 1
         self.published_total += count
         self.published_rate.add(count)
         self._m_published.inc(count)
 
     def pushed(self, created_at: float, now: float) -> None:
         self.pushed_total += 1
-        self.pushed_rate.add()
-        latency = max(0.0, now - created_at)
+        self.pushed_rate.add(1, now)
+        latency = now - created_at if now > created_at else 0.0
         self.push_latency_ms.append(latency * 1000)
-        self._m_pushed.inc()
-        self._m_push_latency.observe(latency)
+        self._push_latency.observe(latency)
 
     def acked(self, created_at: float, now: float) -> None:
         self.acked_total += 1
@@ -140,6 +148,7 @@ class Stats:
         return {
             "uptime_s": round(time.time() - self.started_at, 1),
             "notifications_published": self.published_total,
+            "store_commits": self.commits_total,
             "notifications_pushed": self.pushed_total,
             "notifications_acked": self.acked_total,
             "connections_opened": self.connections_total,
@@ -154,6 +163,26 @@ class Stats:
 
     def metrics_text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Histogram:
+    """A Prometheus histogram kept as plain integers per bucket, collected when scraped."""
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name, self._documentation = name, documentation
+        self._counts = [0] * (len(_LATENCY_BUCKETS) + 1)  # the last is +Inf
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect_left(_LATENCY_BUCKETS, value)] += 1
+        self._sum += value
+
+    def collect(self) -> list[HistogramMetricFamily]:
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(str, _LATENCY_BUCKETS), "+Inf"), self._counts, strict=True):
+            cumulative += count
+            buckets.append((bound, cumulative))
+        return [HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=self._sum)]
 
 
 class _CounterFunction:

@@ -58,10 +58,14 @@ class Socket:
         return None
 
     def forget_handshake(self) -> None:
-        """Headers and query (with any token in it) are read: drop them from the scope that lives as long
-        as the connection. Only uvicorn's log lines read the scope after this, for client and path."""
-        self.scope["headers"] = []
-        self.scope["query_string"] = b""
+        """Headers and query (with any token in it) are read: drop them, and everything else, from the scope
+        that lives as long as the connection (the dict itself shrinks with ``clear``). Only uvicorn's log
+        lines read the scope after this, for client and path."""
+        scope = self.scope
+        kept = {"type": scope["type"], "client": scope.get("client"), "path": scope.get("path", PATH),
+                "root_path": scope.get("root_path", ""), "query_string": b"", "headers": []}
+        scope.clear()
+        scope.update(kept)
 
     def query(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)

@@ -21,11 +21,11 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ..protocol import NotificationTemplate
-from ..schemas import Content, Notification
+from ..schemas import Content, Notification, iso
 
 MAX_BATCH_ROWS = 5000  # recipients in one group commit; bounds one transaction's size and time
 DEDUPE_KEY_CHARS = 300  # the column's size
@@ -50,9 +50,15 @@ def sms_dedupe_key(user_id: str, message_id: str) -> str:
 
 @dataclass(slots=True)
 class Write:
+    """One publish: the same content for each user, one new notification (and id) each."""
+
     user_ids: list[str]
     content: Content
     dedupe_key: str | None = None
+    ids: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ids = [new_id() for _ in self.user_ids]
 
 
 @dataclass(slots=True)
@@ -113,11 +119,17 @@ class Batch:
         # Users in one order everywhere: two nodes bumping overlapping users lock their rows in that order.
         self.users = sorted(self.counts)
 
+    def new_writes(self) -> list[Write]:
+        """The writes that store rows (not answered by an earlier one with their dedupe key)."""
+        return [write for write, answer in zip(self.writes, self.answers, strict=True) if answer is None]
+
     def assign(self, last_seqs: dict[str, int], now: datetime) -> tuple[list[Stored], list[Row]]:
-        """Every write's answer, and the new rows to insert with their dedupe keys."""
+        """Every write's answer, and its new rows with their dedupe keys, once the bump has said where each
+        user's sequence ends: a user's rows take the seqs up to there, in write order."""
         next_seq = {user: last_seqs[user] - n + 1 for user, n in self.counts.items()}
         answers: list[Stored] = []
         rows: list[Row] = []
+        created = iso(now)  # one moment for the whole batch
         for write, answer in zip(self.writes, self.answers, strict=True):
             if isinstance(answer, Stored):
                 answers.append(answer)
@@ -126,12 +138,12 @@ class Batch:
                 first = answers[answer]
                 answers.append(Stored(first.records, first.data, created=False))
                 continue
-            template = NotificationTemplate(write.content, now)
+            template = NotificationTemplate(write.content, created)
             records, data = [], []
-            for user in write.user_ids:
+            for notification_id, user in zip(write.ids, write.user_ids, strict=True):
                 seq = next_seq[user]
                 next_seq[user] = seq + 1
-                record = Notification(new_id(), user, seq, write.content, now)
+                record = Notification(notification_id, user, seq, write.content, now)
                 records.append(record)
                 data.append(template.data(record.id, seq, user))
             key = write.dedupe_key if len(records) == 1 else None
