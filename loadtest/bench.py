@@ -1077,7 +1077,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--broadcast", type=int, default=5000, help="Broadcast audience (connections)")
     parser.add_argument("--broadcast-repeats", type=int, default=5)
     parser.add_argument("--settle", type=float, default=2.0, help="Seconds before reading RSS")
-    parser.add_argument("--http-connections", type=int, default=32, help="Publish connections (one request each)")
+    parser.add_argument("--http-connections", type=int, default=128,
+                        help="Publish connections, one request in flight on each (a durable publish waits for "
+                             "its group commit, so few connections would measure their round trips, not the server)")
     parser.add_argument("--drain-timeout", type=float, default=5.0, help="Seconds to wait for stragglers")
     parser.add_argument("--pause", type=float, default=1.0, help="Seconds between steps")
     parser.add_argument("--cluster-database", help="Also measure ours on this database URL (with --cluster-broker)")

@@ -32,6 +32,7 @@ from .messages import Message, decode, encode
 log = logging.getLogger("namaskah_notify.brokers.redis")
 
 CHANNEL = "notify:events"
+MAX_MESSAGES = 1000  # in one Redis message
 MAX_OUTBOX = 100_000  # messages waiting for Redis; past this the oldest are dropped (nodes catch up)
 NODE = "notify:node:"
 USER_CONNECTIONS = "notify:uconn:"
@@ -142,7 +143,8 @@ class RedisBroker(Broker):
         """Publish the outbox, in order, one Redis message per round trip, until it is empty."""
         try:
             while self._outbox:
-                messages, self._outbox = self._outbox, []
+                # At most MAX_MESSAGES a message: a subscriber past Redis's output buffer limit is dropped.
+                messages, self._outbox = self._outbox[:MAX_MESSAGES], self._outbox[MAX_MESSAGES:]
                 try:
                     await self._redis.publish(CHANNEL, encode(self._node_id, messages))
                 except (RedisError, OSError) as exc:
