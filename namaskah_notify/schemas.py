@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
@@ -92,7 +93,13 @@ class PublishBody(_Body):
     @field_validator("meta")
     @classmethod
     def _small_meta(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if len(value) > 32 or len(repr(value)) > 4096:
+        if not value:
+            return value
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError:  # an integer past 64 bits: checked here, before it reaches the store
+            raise ValueError("meta numbers must fit in 64 bits") from None
+        if len(value) > 32 or size > 4096:
             raise ValueError("meta must be at most 32 keys and 4 KiB")
         return value
 

@@ -410,3 +410,29 @@ async def test_concurrent_publishers_lose_nothing_and_keep_order(backend: Backen
     for frames in received:
         assert [f["seq"] for f in frames] == list(range(1, total + 1))
         assert frames == [answers[seq] for seq in range(1, total + 1)]
+
+
+async def test_meta_number_past_64_bits_is_422_and_the_writer_keeps_serving(backend: Backend) -> None:
+    """A ``meta`` number no JSON encoder of the store can write is refused at the border (422), before it
+    reaches the writer, and the publishes after it are stored and pushed."""
+    srv = backend.server
+    user = new_user()
+    async with srv.ws(srv.token(user)) as ws:
+        assert (await recv_json(ws))["type"] == "connected"
+        refused = await asyncio.to_thread(srv.publish, user, "too big", meta={"n": 2**70})
+        assert refused.status_code == 422, refused.text
+        assert "64 bits" in refused.text
+        stored = await _publish_one(srv, user, "after")
+        assert stored["seq"] == 1
+        assert (await _next_notification(ws))["id"] == stored["id"]
+
+
+async def test_group_commits_are_counted(server: ServerProcess) -> None:
+    """``/ws/stats`` counts the group commits that stored notifications, next to the notifications: a
+    publish to 3 users is one commit of 3."""
+    before = httpx.get(f"{server.url}/ws/stats", timeout=5).json()
+    response = await asyncio.to_thread(server.publish, [new_user(), new_user(), new_user()], "three")
+    assert response.status_code == 201, response.text
+    after = httpx.get(f"{server.url}/ws/stats", timeout=5).json()
+    assert after["notifications_published"] - before["notifications_published"] >= 3
+    assert after["store_commits"] > before["store_commits"]

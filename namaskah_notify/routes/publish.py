@@ -7,7 +7,7 @@ by the outermost ASGI layer (``edge.py``), serves the common case of the same re
 framework's routing, dependency solving and middleware: a JSON body of declared size, no ``Origin``
 (a backend, not a browser), an admin token, a valid body. Anything else — a bad token or body, a
 browser's call — is handed to the framework with the body it has read, so that every answer but the
-success is the framework's own. Imports ``deps``, ``errors`` and ``schemas``.
+success is the framework's own. Imports ``deps``, ``errors``, ``limits`` and ``schemas``.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..deps import Services
 from ..errors import NotifyError
+from ..limits import replaying
 from ..schemas import PublishBody, SmsInboundBody
 
 Answer = tuple[int, str]  # status and JSON text
@@ -84,7 +85,7 @@ async def serve_fast(services: Services, route: Route, scope: Scope, receive: Re
             raise ValueError("not an admin token")
         body = model.model_validate_json(raw)
     except (NotifyError, ValidationError, ValueError):
-        await app(scope, _replay(raw, receive), send)  # the framework's own 401, 403 or 422
+        await app(scope, replaying(raw, receive), send)  # the framework's own 401, 403 or 422
         return
     try:
         status, text = await handler(services, body)
@@ -106,16 +107,3 @@ async def _read(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

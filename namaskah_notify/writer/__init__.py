@@ -15,6 +15,7 @@ Imports ``errors``, ``protocol`` and ``schemas``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import secrets
@@ -71,7 +72,30 @@ class Stored:
     created: bool = True
 
 
+class Job:
+    """A write waiting for its commit, and the caller's future."""
+
+    __slots__ = ("future", "write")
+
+    def __init__(self, write: Write, future: asyncio.Future[Stored]) -> None:
+        self.write = write
+        self.future = future
+
+
 OnCommit = Callable[[list[Stored]], None]
+
+
+def hand_over(jobs: list[Job], results: list[Stored | BaseException], on_commit: OnCommit) -> None:
+    """After a commit, on the event loop: push what was stored (in ``seq`` order), then answer each caller.
+    A caller that went away is not answered; what it stored is pushed all the same."""
+    on_commit([r for r in results if isinstance(r, Stored) and r.created])
+    for job, result in zip(jobs, results, strict=True):
+        if job.future.done():
+            continue
+        if isinstance(result, BaseException):
+            job.future.set_exception(result)
+        else:
+            job.future.set_result(result)
 Row = tuple[Notification, str | None]  # a new notification and its dedupe key
 
 

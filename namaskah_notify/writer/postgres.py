@@ -20,7 +20,7 @@ import orjson
 
 from ..errors import Unavailable, Unstorable
 from ..schemas import Content, Notification, utcnow
-from . import MAX_BATCH_ROWS, Batch, OnCommit, Stored, Write, Writer
+from . import MAX_BATCH_ROWS, Batch, Job, OnCommit, Stored, Write, Writer, hand_over
 
 log = logging.getLogger("namaskah_notify.writer")
 
@@ -54,19 +54,11 @@ def _refused(exc: BaseException) -> bool:
     return isinstance(exc, asyncpg.PostgresError) and (exc.sqlstate or "")[:2] in _ROW_CLASSES
 
 
-class _Job:
-    __slots__ = ("future", "write")
-
-    def __init__(self, write: Write, future: asyncio.Future[Stored]) -> None:
-        self.write = write
-        self.future = future
-
-
 class PostgresWriter(Writer):
     def __init__(self, dsn: str, on_commit: OnCommit) -> None:
         self._dsn = dsn
         self._on_commit = on_commit
-        self._pending: deque[_Job] = deque()
+        self._pending: deque[Job] = deque()
         self._task: asyncio.Task[None] | None = None
         self._connection: asyncpg.Connection | None = None
 
@@ -75,7 +67,7 @@ class PostgresWriter(Writer):
 
     async def add(self, write: Write) -> Stored:
         future = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(write, future))
+        self._pending.append(Job(write, future))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="notify-writer")
         return await future
@@ -102,14 +94,7 @@ class PostgresWriter(Writer):
                 except BaseException:  # cancelled mid-commit (shutdown): its callers hear so
                     self._pending.extendleft(reversed(jobs))
                     raise
-                self._on_commit([r for r in results if isinstance(r, Stored) and r.created])
-                for job, result in zip(jobs, results, strict=True):
-                    if job.future.done():
-                        continue
-                    if isinstance(result, BaseException):
-                        job.future.set_exception(result)
-                    else:
-                        job.future.set_result(result)
+                hand_over(jobs, results, self._on_commit)
         finally:
             self._task = None
             for job in self._pending:  # cancelled with work queued: fail it rather than leave callers waiting

@@ -25,7 +25,7 @@ import orjson
 
 from ..errors import Unavailable, Unstorable
 from ..schemas import Content, Notification, utcnow
-from . import MAX_BATCH_ROWS, Batch, OnCommit, Stored, Write, Writer
+from . import MAX_BATCH_ROWS, Batch, Job, OnCommit, Stored, Write, Writer, hand_over
 
 log = logging.getLogger("namaskah_notify.writer")
 
@@ -72,20 +72,12 @@ def _record(row: tuple) -> Notification:
     return Notification(row[0], row[1], row[2], content, created, bool(row[9]))
 
 
-class _Job:
-    __slots__ = ("future", "write")
-
-    def __init__(self, write: Write, future: asyncio.Future[Stored]) -> None:
-        self.write = write
-        self.future = future
-
-
 class SqliteWriter(Writer):
     def __init__(self, path: str, on_commit: OnCommit, *, synchronous: str = "FULL") -> None:
         self._path = path
         self._synchronous = synchronous
         self._on_commit = on_commit
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -98,7 +90,7 @@ class SqliteWriter(Writer):
         if self._loop is None or self._thread is None:
             raise Unavailable("the notification writer is not running")
         future = self._loop.create_future()
-        self._jobs.put(_Job(write, future))
+        self._jobs.put(Job(write, future))
         return await future
 
     async def close(self) -> None:
@@ -145,8 +137,11 @@ class SqliteWriter(Writer):
                 if connection is None:
                     connection = self._connect()
                 outcomes = self._commit_isolating(connection, writes)
-            except sqlite3.Error as exc:
-                log.error("sqlite write failed for %d publishes: %s", len(writes), exc)
+            except Exception as exc:  # the database, or a bug: either way the callers hear, and the thread lives
+                if isinstance(exc, sqlite3.Error):
+                    log.error("sqlite write failed for %d publishes: %s", len(writes), exc)
+                else:
+                    log.exception("sqlite write failed for %d publishes", len(writes))
                 outcomes = [(len(writes), Unavailable(f"database unavailable: {type(exc).__name__}"))]
                 with contextlib.suppress(sqlite3.Error):
                     connection.close()  # type: ignore[union-attr]
@@ -158,7 +153,7 @@ class SqliteWriter(Writer):
         if connection is not None:
             connection.close()
 
-    def _finish(self, jobs: list[_Job], outcomes: list[Outcome]) -> None:
+    def _finish(self, jobs: list[Job], outcomes: list[Outcome]) -> None:
         """On the event loop, in commit order: push what was stored, then answer every caller."""
         results: list[Stored | BaseException] = []
         for count, outcome in outcomes:
@@ -166,14 +161,7 @@ class SqliteWriter(Writer):
                 results += [outcome] * count
             else:
                 results += outcome.batch.assign(outcome.last_seqs, outcome.now)[0]
-        self._on_commit([r for r in results if isinstance(r, Stored) and r.created])
-        for job, result in zip(jobs, results, strict=True):
-            if job.future.done():
-                continue  # the caller went away; what it stored is pushed all the same
-            if isinstance(result, BaseException):
-                job.future.set_exception(result)
-            else:
-                job.future.set_result(result)
+        hand_over(jobs, results, self._on_commit)
 
     def _commit_isolating(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Outcome]:
         try:
