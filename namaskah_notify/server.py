@@ -143,7 +143,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_sent = True
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(LINGER_S, self.transport.close)
+        # As uvicorn's close timer, so that uvicorn does not close the socket itself (with a reset, the
+        # client still sending) as soon as the app returns on the disconnect queued above.
+        self.close_timer = self.loop.call_later(LINGER_S, self.transport.close)
 
     async def send(self, message: ASGISendEvent) -> None:
         await super().send(message)

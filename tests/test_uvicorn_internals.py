@@ -32,6 +32,8 @@ USED = {
     "HttpToolsProtocol.__init__": (HttpToolsProtocol.__init__, "4f08999410347141"),
     "_TrustedHosts": (_TrustedHosts, "3debe2af4a662daf"),
     "Server.shutdown": (uvicorn.Server.shutdown, "9b33c50562992b1e"),
+    # The lingering close relies on run_asgi leaving the socket to a set close_timer.
+    "WebSocketsSansIOProtocol.run_asgi": (WebSocketsSansIOProtocol.run_asgi, "662375aa38d9044c"),
 }
 
 
