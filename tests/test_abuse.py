@@ -417,6 +417,13 @@ async def _oversized(srv: ServerProcess, size: int, fragments: int) -> str:
         return await _send_sized(srv, size, fragments)
     except (ConnectionClosed, OSError) as exc:
         return f"cut {type(exc).__name__}"
+    except AttributeError as exc:
+        # Python 3.11's selector transport, closed while its write buffer was still draining into a server
+        # that lingers after 1009 (reading on, so the buffer does drain), forgets that it is closed; the
+        # client's later abort() then fails on the loop it has let go. The client side of the same cut.
+        if "call_soon" not in str(exc):
+            raise
+        return f"cut {type(exc).__name__}"
 
 
 async def test_oversized_messages_keep_peak_rss_bounded(make_server) -> None:
