@@ -86,6 +86,12 @@ def _verification_key(settings: Settings) -> str | bytes:
     return key
 
 
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header value; None for anything else."""
+    scheme, _, token = (header or "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
 def signing_secret(settings: Settings) -> str:
     """The HMAC secret: ``NOTIFY_JWT_SECRET`` if set, else the data folder's."""
     if settings.jwt_secret is not None:

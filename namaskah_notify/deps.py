@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from .auth import Identity, TokenVerifier
+from .auth import Identity, TokenVerifier, bearer_token
 from .brokers import Broker
 from .config import Settings
 from .dispatcher import Dispatcher
@@ -81,8 +81,6 @@ def optional_admin(services: ServicesDep, request: Request, enabled: bool) -> No
     """For endpoints that are public unless configured otherwise (stats, metrics)."""
     if not enabled:
         return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    identity = services.identify(token if scheme.lower() == "bearer" else None)
+    identity = services.identify(bearer_token(request.headers.get("authorization")))
     if not identity.is_admin:
         raise Forbidden("this endpoint needs a token with role admin")

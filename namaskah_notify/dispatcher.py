@@ -82,9 +82,9 @@ class Dispatcher:
         """The writer's ``on_commit``: every notification it just committed, in ``seq`` order."""
         messages: list[Message] = []
         for stored in batch:
+            created = stored.records[0].created_at.timestamp()  # one moment per write
             for record, data in zip(stored.records, stored.data, strict=True):
-                messages.append(Push(record.user_id, record.seq, record.created_at.timestamp(),
-                                     protocol.wrap_notification(data)))
+                messages.append(Push(record.user_id, record.seq, created, protocol.wrap_notification(data)))
         if not messages:
             return
         self._stats.published(len(messages))

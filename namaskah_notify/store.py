@@ -47,9 +47,8 @@ _AFTER = (
 _BETWEEN = _AFTER.where(notifications.c.seq <= bindparam("upto"))
 
 
-# The handshake's state on SQLite, read in place (see ``Store.state``).
-_STATE_SQLITE = ("SELECT (SELECT count(*) FROM notifications WHERE user_id = ?1 AND is_read = 0), "
-                 "(SELECT last_seq FROM user_seqs WHERE user_id = ?1)")
+# The same statement as SQLite's own text, for the in-place read (see ``Store.state``).
+_STATE_SQLITE = str(_STATE.compile(dialect=sqlite.dialect(paramstyle="named")))
 
 
 class Store:
@@ -104,7 +103,7 @@ class Store:
         pages in memory, in WAL mode where a reader never waits for the writer. That costs a few
         microseconds, where the pooled async connection costs two thread hand-offs and the pool's reset."""
         if self._point_reader is not None:
-            row = self._point_reader.execute(_STATE_SQLITE, (user_id,)).fetchone()
+            row = self._point_reader.execute(_STATE_SQLITE, {"user_id": user_id}).fetchone()
         else:
             async with self._engine.connect() as connection:
                 row = (await connection.execute(_STATE, {"user_id": user_id})).one()

@@ -7,7 +7,7 @@ by the outermost ASGI layer (``edge.py``), serves the common case of the same re
 framework's routing, dependency solving and middleware: a JSON body of declared size, no ``Origin``
 (a backend, not a browser), an admin token, a valid body. Anything else — a bad token or body, a
 browser's call — is handed to the framework with the body it has read, so that every answer but the
-success is the framework's own. Imports ``deps``, ``errors``, ``limits`` and ``schemas``.
+success is the framework's own. Imports ``auth``, ``deps``, ``errors``, ``limits`` and ``schemas``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..auth import bearer_token
 from ..deps import Services
 from ..errors import NotifyError
 from ..limits import replaying
@@ -80,8 +81,7 @@ async def serve_fast(services: Services, route: Route, scope: Scope, receive: Re
     raw = await _read(receive)
     model, handler = route
     try:
-        scheme, _, credentials = (token or b"").decode("latin-1").partition(" ")
-        if scheme.lower() != "bearer" or not services.identify(credentials.strip()).is_admin:
+        if not services.identify(bearer_token(token.decode("latin-1") if token else None)).is_admin:
             raise ValueError("not an admin token")
         body = model.model_validate_json(raw)
     except (NotifyError, ValidationError, ValueError):

@@ -23,7 +23,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from .. import protocol
-from ..auth import Identity
+from ..auth import Identity, bearer_token
 from ..brokers import Frame
 from ..deps import Services
 from ..errors import AuthError, Forbidden, NotifyError, ProtocolError, TooLarge, TooManyConnections
@@ -133,8 +133,7 @@ def _since_seq(socket: Socket) -> int | None:
 async def _authenticate(socket: Socket, services: Services) -> Identity:
     token = socket.query("token")
     if not token:
-        scheme, _, value = (socket.header("authorization") or "").partition(" ")
-        token = value.strip() if scheme.lower() == "bearer" else None
+        token = bearer_token(socket.header("authorization"))
     if not token:
         settings = services.settings
         try:
