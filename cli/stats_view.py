@@ -123,6 +123,10 @@ def header(state: DashboardState, now: float) -> Panel:
         line.append(f"   users {snap.get('connected_users', 0)}", style="bold")
         line.append(f"   notifications/s {_num(snap.get('published_per_s'))}")
         line.append(f"   up {_duration(snap.get('uptime_s'))}   broker {snap.get('broker', '?')}", style="dim")
+        broker = snap.get("broker_state") or {}
+        if broker.get("up") is False:
+            line.append(f"   broker down {_duration(broker.get('down_for_s'))}: other nodes catch up from the store",
+                        style="bold yellow")
     title = Text(f"notify stats · {state.url}")  # Text: a URL like http://[::1]:8000 is not markup
     return Panel(line, title=title, title_align="left", border_style="red" if state.error else "blue")
 

@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await engine.dispose()
             raise
         stats = Stats()
+        stats.bind_broker(lambda: 1.0 if broker.up else 0.0, lambda: broker.state_changes)
         revocations = Revocations()
         hub = Hub(stats, settings.max_connections_per_user, on_revoked=revocations.note)
         store = Store(engine)
@@ -75,9 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                 sqlite_synchronous=settings.sqlite_synchronous)
         await dispatcher.start()
         node = Node(node_id, hub, store, broker, stats, revocations,
-                    reconcile_interval_s=settings.reconcile_interval_s,
-                    heartbeat_interval_s=min(1.0, settings.node_ttl_s / 3))
-        await broker.start(hub.deliver, on_gap=node.gap)
+                    reconcile_interval_s=settings.reconcile_interval_s)
+        await broker.start(hub.deliver, on_gap=node.gap, describe=node.describe)
         node.start()
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()

@@ -23,7 +23,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     broker_url: str = "memory://"
     node_id: str | None = None
-    node_ttl_s: float = Field(default=10.0, ge=1)  # a node without a heartbeat this long drops out
+    # A node heartbeats every half of this; one that missed two heartbeats drops out of the cluster.
+    node_ttl_s: float = Field(default=3.0, ge=1)
     reconcile_interval_s: float = Field(default=2.0, gt=0)  # how often a node catches connections up
     auto_migrate: bool = True  # bring the schema to the latest migration on start
 
@@ -55,7 +56,7 @@ class Settings(BaseSettings):
 
     # HTTP.
     max_body_bytes: int = Field(default=262144, ge=1024)
-    stats_require_admin: bool = False
+    stats_public: bool = True  # false: /ws/stats needs an admin token
     metrics_require_admin: bool = False
 
     # Storage.

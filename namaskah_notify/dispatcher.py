@@ -75,7 +75,8 @@ class Dispatcher:
 
     async def mark_all_read(self, user_id: str) -> int:
         changed = await self._store.mark_all_read(user_id)
-        self._publish([Frame(user_id, protocol.read_frame([], True, 0))])
+        if changed:  # nothing was unread: nothing to tell the tabs
+            self._publish([Frame(user_id, protocol.read_frame([], True, 0))])
         return changed
 
     def _push(self, batch: list[Stored]) -> None:

@@ -167,10 +167,14 @@ class Connection:
         return self._created.pop(seq, None) if self._created else None
 
     async def _fill_gap(self, upto_seq: int) -> None:
-        """Frames can arrive out of order across publishers; what is missing is stored, so read it."""
-        missing = await self._fetch(self.user_id, self.last_seq, upto_seq, self._replay_limit)
-        for record in missing:
-            await self._push(protocol.notification_frame(record), record.seq, record.created_at.timestamp())
+        """Frames can arrive out of order across publishers; what is missing is stored, so read it: all of
+        it, in pages of the replay limit, however far behind the tab is (a live tab never gets a gap)."""
+        while self.last_seq < upto_seq:
+            missing = await self._fetch(self.user_id, self.last_seq, upto_seq, self._replay_limit)
+            if not missing:
+                return  # nothing stored there (deleted, or not committed where we read): nothing to fill
+            for record in missing:
+                await self._push(protocol.notification_frame(record), record.seq, record.created_at.timestamp())
 
     async def replay(self, since_seq: int, last_seq: int) -> None:
         """Resume: send every stored ``seq > since_seq`` then ``resumed``, or ``resync_required``."""
@@ -251,6 +255,10 @@ class Hub:
 
     def user_ids(self) -> list[str]:
         return list(self._users)
+
+    def held(self) -> dict[str, int]:
+        """Each user's number of connections on this node."""
+        return {user: len(mine) for user, mine in self._users.items()}
 
     def connections_of(self, user_id: str) -> int:
         return len(self._users.get(user_id, ()))

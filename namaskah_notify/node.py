@@ -1,4 +1,4 @@
-"""What this process does as one node of a cluster: heartbeats, and catching its connections up.
+"""What this process does as one node of a cluster: what it tells the others, and catching its connections up.
 
 Catching up covers what the broker cannot promise: a node that died between commit and publish, a
 message lost while Redis was down, a subscription that dropped for a moment. Every few seconds the node
@@ -29,7 +29,7 @@ CHUNK = 500
 
 class Node:
     def __init__(self, node_id: str, hub: Hub, store: Store, broker: Broker, stats: Stats,
-                 revocations: Revocations, *, reconcile_interval_s: float, heartbeat_interval_s: float) -> None:
+                 revocations: Revocations, *, reconcile_interval_s: float) -> None:
         self.node_id = node_id
         self._hub = hub
         self._store = store
@@ -37,7 +37,6 @@ class Node:
         self._stats = stats
         self._revocations = revocations
         self._reconcile_interval = reconcile_interval_s
-        self._heartbeat_interval = heartbeat_interval_s
         self._wake = asyncio.Event()
         self._force = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -54,13 +53,14 @@ class Node:
             "started_at": self._stats.started_at,
         }
 
+    def describe(self) -> tuple[dict, dict[str, int]]:
+        """What the broker publishes about this node: its figures, and each user's connections here."""
+        return self.info(), self._hub.held()
+
     def start(self) -> None:
         if not self._broker.shared:
             return  # alone, in-process publishing cannot lose a message between nodes
-        self._tasks = [
-            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
-            asyncio.create_task(self._heartbeat_loop(), name="heartbeat"),
-        ]
+        self._tasks = [asyncio.create_task(self._reconcile_loop(), name="reconcile")]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -89,17 +89,6 @@ class Node:
             for connection in self._hub.connections_for(user_id):
                 if self._revocations.refuses_issued(user_id, connection.issued_at):
                     connection.close(4401, "token revoked")
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            try:
-                await self._heartbeat_once()
-            except Exception as exc:  # Redis is down: readiness says so; next round
-                log.debug("heartbeat failed: %s", exc)
-            await asyncio.sleep(self._heartbeat_interval)
-
-    async def _heartbeat_once(self) -> None:
-        await self._broker.heartbeat(self.info())
 
     async def _reconcile_once(self) -> None:
         force, self._force = self._force, False

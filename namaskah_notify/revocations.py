@@ -1,17 +1,22 @@
 """Which users' older tokens are refused: an in-memory copy of the ``user_revocations`` table.
 
 Kept fresh three ways: this node's own revocations, the notices other nodes send through the broker
-(the close envelope carries ``revoked_before``), and a re-read of what changed, every reconcile interval,
-for notices a broker outage lost. Checking a token is then a dictionary lookup on every request.
+(``Revoked`` carries ``revoked_before``), and a re-read of what changed, every reconcile interval, for
+notices a broker outage lost. The re-read goes by the database's clock, never a node's: each row is
+stamped by the database, and each read asks from the database's time of the previous read, less
+``LOOKBACK`` for a revocation committed late. So neither clock skew nor commit order can hide one.
+Checking a token is then a dictionary lookup on every request.
 Imports ``auth`` and ``store``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from .auth import Identity
 from .store import Store
+
+LOOKBACK = timedelta(seconds=60)  # longer than any revocation's own transaction
 
 
 class Revocations:
@@ -32,10 +37,8 @@ class Revocations:
 
     async def refresh(self, store: Store) -> list[str]:
         """Read what changed since the last read (everything, the first time); the users it names."""
-        changed = []
-        for user_id, before, updated in await store.revocations_since(self._seen):
+        rows, now = await store.revocations_since(self._seen)
+        self._seen = now - LOOKBACK
+        for user_id, before in rows:
             self.note(user_id, before.timestamp())
-            changed.append(user_id)
-            if self._seen is None or updated > self._seen:
-                self._seen = updated
-        return changed
+        return [user_id for user_id, _ in rows]

@@ -101,6 +101,13 @@ class Stats:
         self._m_connections.set_function(connections)
         self._m_users.set_function(users)
 
+    def bind_broker(self, up: Callable[[], float], state_changes: Callable[[], int]) -> None:
+        """1 while the broker carries messages between nodes, 0 while they catch up from the store."""
+        Gauge("notify_broker_up", "1 while the broker reaches the other nodes (always 1 alone)",
+              registry=self.registry).set_function(up)
+        self.registry.register(_CounterFunction("notify_broker_state_changes", "Broker outages and recoveries",
+                                                state_changes))
+
     def bind_refusals(self, refused: Callable[[], int]) -> None:
         """New connections refused over the per-address rate; counted by the limiter, which the accept
         path shares."""

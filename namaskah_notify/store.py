@@ -152,9 +152,10 @@ class Store:
     # -- revocations ---------------------------------------------------------------------------------
     @translate
     async def revoke(self, user_id: str, before: datetime) -> None:
-        """Refuse the user's tokens issued before ``before`` from now on (never moves it back)."""
+        """Refuse the user's tokens issued before ``before`` from now on (never moves it back). Stamped with
+        the database's clock, which orders every node's revocations whatever their own clocks say."""
         insert = (sqlite.insert if self._sqlite else postgresql.insert)(user_revocations)
-        statement = insert.values(user_id=user_id, revoked_before=before, updated_at=utcnow())
+        statement = insert.values(user_id=user_id, revoked_before=before, updated_at=func.now())
         statement = statement.on_conflict_do_update(
             index_elements=[user_revocations.c.user_id],
             set_={"revoked_before": func.max(user_revocations.c.revoked_before, statement.excluded.revoked_before)
@@ -166,11 +167,19 @@ class Store:
             await connection.execute(statement)
 
     @translate
-    async def revocations_since(self, since: datetime | None) -> list[tuple[str, datetime, datetime]]:
-        """``(user_id, revoked_before, updated_at)`` changed after ``since`` (all when None)."""
-        query = select(user_revocations.c.user_id, user_revocations.c.revoked_before, user_revocations.c.updated_at)
+    async def revocations_since(
+        self, since: datetime | None
+    ) -> tuple[list[tuple[str, datetime]], datetime]:
+        """``(user_id, revoked_before)`` stamped after ``since`` (all when None), and the database's clock
+        read just before them: the next call's ``since``, less a margin for commits still in flight."""
+        query = select(user_revocations.c.user_id, user_revocations.c.revoked_before)
         if since is not None:
             query = query.where(user_revocations.c.updated_at > since)
         async with self._engine.connect() as connection:
+            now = (await connection.execute(select(func.now()))).scalar_one()
             rows = (await connection.execute(query)).all()
-        return [(user, _utc(before), _utc(updated)) for user, before, updated in rows]
+        return [(user, _utc(before)) for user, before in rows], _utc(_moment(now))
+
+
+def _moment(value: datetime | str) -> datetime:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value

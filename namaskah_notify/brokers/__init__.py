@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Broker, Deliver, OnGap
+from .base import Broker, Deliver, Describe, OnGap
 from .messages import CatchUp, CloseUser, Frame, Message, Push, Revoked
 
-__all__ = ["Broker", "CatchUp", "CloseUser", "Deliver", "Frame", "Message", "OnGap", "Push", "Revoked",
+__all__ = ["Broker", "CatchUp", "CloseUser", "Deliver", "Describe", "Frame", "Message", "OnGap", "Push", "Revoked",
            "create_broker"]
 
 
-def create_broker(url: str, node_id: str, node_ttl_s: float = 10.0) -> Broker:
+def create_broker(url: str, node_id: str, node_ttl_s: float = 3.0) -> Broker:
     """The broker for ``url``; an unknown scheme is a configuration error at start-up."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":

@@ -3,6 +3,7 @@
 Two jobs: carry published messages to every node's hub (``publish`` delivers to this node's hub at once
 and queues them, in order, for the others), and, when shared by several nodes, keep the cluster's shared
 view — each node's heartbeat, which users are connected anywhere, and the per-user connection count.
+When the shared part is unreachable, a broker reports itself down (``up``) and never makes a caller wait.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from .messages import Message
 
 Deliver = Callable[[list[Message]], None]
 OnGap = Callable[[], None]
+# This node's figures for the cluster view, and user -> that user's connections on this node.
+Describe = Callable[[], tuple[dict[str, Any], dict[str, int]]]
 
 
 class Broker(ABC):
@@ -24,10 +27,17 @@ class Broker(ABC):
     shared = False
     #: False while other nodes cannot be reached (they catch up from the store once it is back).
     up = True
+    #: When the broker went down (epoch seconds), or None while it is up.
+    down_since: float | None = None
+    #: Outages and recoveries so far.
+    state_changes = 0
+    #: How often this node renews its entry in the shared view (when shared).
+    heartbeat_interval_s = 0.0
 
     @abstractmethod
-    async def start(self, deliver: Deliver, on_gap: OnGap | None = None) -> None:
-        """Begin delivering; ``on_gap`` is called when this node may have missed broker traffic."""
+    async def start(self, deliver: Deliver, on_gap: OnGap | None = None, describe: Describe | None = None) -> None:
+        """Begin delivering; ``on_gap`` is called when this node may have missed broker traffic, and
+        ``describe`` tells a shared broker what to publish about this node."""
 
     @abstractmethod
     def publish(self, messages: list[Message]) -> None:
@@ -42,15 +52,13 @@ class Broker(ABC):
     async def close(self) -> None: ...
 
     # -- the cluster's shared view; a lone node answers from its own hub ------------------------------
-    async def claim_connection(self, user_id: str, connection_id: str, limit: int) -> bool:
-        """Count a new connection against the user's cluster-wide limit; False when over it."""
+    async def claim_connection(self, user_id: str, count: int, limit: int) -> bool:
+        """Check the user's connections cluster-wide against ``limit``, ``count`` being this node's (the new
+        one included), and record ``count``; False when over the limit."""
         return True
 
-    async def release_connection(self, user_id: str, connection_id: str, last_here: bool = False) -> None:
-        """Forget a closed connection; ``last_here``: the user has none left on this node."""
-        return None
-
-    async def heartbeat(self, node: dict[str, Any]) -> None:
+    async def release_connection(self, user_id: str, count: int) -> None:
+        """Record that the user has ``count`` connections left on this node."""
         return None
 
     async def nodes(self) -> list[dict[str, Any]] | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Broker, Deliver, OnGap
+from .base import Broker, Deliver, Describe, OnGap
 from .messages import Message
 
 
@@ -10,7 +10,7 @@ class MemoryBroker(Broker):
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver, on_gap: OnGap | None = None) -> None:
+    async def start(self, deliver: Deliver, on_gap: OnGap | None = None, describe: Describe | None = None) -> None:
         self._deliver = deliver
 
     def publish(self, messages: list[Message]) -> None:

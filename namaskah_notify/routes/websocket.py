@@ -198,7 +198,8 @@ async def serve_socket(services: Services, socket: Socket) -> None:
     limit = settings.max_connections_per_user
     try:
         services.hub.register(connection)  # from here, live frames queue up while we catch up
-        if not await services.broker.claim_connection(identity.user_id, connection.id, limit):
+        here = services.hub.connections_of(identity.user_id)
+        if not await services.broker.claim_connection(identity.user_id, here, limit):
             services.hub.unregister(connection)
             raise TooManyConnections(f"at most {limit} connections per user across the cluster")
     except NotifyError as exc:
@@ -232,8 +233,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
     finally:
         services.hub.unregister(connection)
         await connection.finish()
-        last_here = services.hub.connections_of(identity.user_id) == 0
-        await services.broker.release_connection(identity.user_id, connection.id, last_here)
+        await services.broker.release_connection(identity.user_id, services.hub.connections_of(identity.user_id))
         code = connection.close_code or code
         services.stats.closed(code)
         log.info("WebSocket disconnected: user=%s connection=%s code=%s total_connections=%d",

@@ -103,9 +103,24 @@ class Writer(ABC):
     @abstractmethod
     async def start(self) -> None: ...
 
-    @abstractmethod
     async def add(self, write: Write) -> Stored:
-        """Store ``write``; returns once it is committed (and handed to ``on_commit``)."""
+        """Store ``write``; returns once it is committed (and handed to ``on_commit``).
+
+        A write to more than ``MAX_BATCH_ROWS`` users (a big broadcast) is committed in chunks of that
+        size, queued back to back, so no transaction grows with the audience and each chunk is pushed as
+        soon as it is stored. Each user is in one chunk, so every user's pushes stay in ``seq`` order. If
+        a chunk fails, the caller hears so; the chunks before it stay stored and pushed."""
+        if len(write.user_ids) <= MAX_BATCH_ROWS:
+            return await self._submit(write)
+        users = write.user_ids
+        chunks = [self._submit(Write(users[i:i + MAX_BATCH_ROWS], write.content))
+                  for i in range(0, len(users), MAX_BATCH_ROWS)]
+        parts = await asyncio.gather(*chunks)
+        return Stored([r for part in parts for r in part.records], [d for part in parts for d in part.data])
+
+    @abstractmethod
+    def _submit(self, write: Write) -> asyncio.Future[Stored]:
+        """Queue ``write`` behind everything queued before it; the future is its answer."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -65,12 +65,12 @@ class PostgresWriter(Writer):
     async def start(self) -> None:
         return None  # connected on the first write, and again after a failure
 
-    async def add(self, write: Write) -> Stored:
+    def _submit(self, write: Write) -> asyncio.Future[Stored]:
         future = asyncio.get_running_loop().create_future()
         self._pending.append(Job(write, future))
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="notify-writer")
-        return await future
+        return future
 
     async def close(self) -> None:
         if self._task is not None:

@@ -86,12 +86,12 @@ class SqliteWriter(Writer):
         self._thread = threading.Thread(target=self._run, name="notify-writer", daemon=True)
         self._thread.start()
 
-    async def add(self, write: Write) -> Stored:
+    def _submit(self, write: Write) -> asyncio.Future[Stored]:
         if self._loop is None or self._thread is None:
             raise Unavailable("the notification writer is not running")
         future = self._loop.create_future()
         self._jobs.put(Job(write, future))
-        return await future
+        return future
 
     async def close(self) -> None:
         if self._thread is not None:
