@@ -154,13 +154,15 @@ class _Client:
 class AsyncNotifyClient(_Client):
     """The service's HTTP API for asyncio code; ``async with`` closes its connection pool.
 
-    ``token`` is a publisher's (admin) token for the publishing calls, a user's for the others.
+    ``token`` is a publisher's (admin) token for the publishing calls, a user's for the others;
+    ``transport`` is httpx's (a proxy, a local address, a test transport).
     """
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10.0,
-                 retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         super().__init__(base_url, token, retry)
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout,
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport,
                                        headers={**self._auth, **(headers or {})})
 
     async def __aenter__(self) -> AsyncNotifyClient:
@@ -253,9 +255,11 @@ class NotifyClient(_Client):
     """The synchronous twin of :class:`AsyncNotifyClient`: the same methods, blocking; ``with`` closes it."""
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10.0,
-                 retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None) -> None:
+                 retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
         super().__init__(base_url, token, retry)
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers={**self._auth, **(headers or {})})
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers={**self._auth, **(headers or {})})
 
     def __enter__(self) -> NotifyClient:
         return self
