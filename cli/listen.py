@@ -1,22 +1,25 @@
 """``notify listen``: a live terminal subscriber for one user's notifications.
 
-Parses options, builds a :class:`~cli.subscriber.Subscriber`, renders what it reports with
-``listen_view``: notifications on stdout (pretty, or one JSON object per line), status lines on stderr.
-Imports ``common``, ``listen_view`` and ``subscriber``.
+Parses options, runs :func:`~cli.subscriber.listen_until` (the Python client's ``Subscriber``) and renders
+what it reports with ``listen_view``: notifications on stdout (pretty, or one JSON object per line),
+status lines on stderr. Imports ``common``, ``listen_view`` and ``subscriber``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
-from .common import DEFAULT_URL, CliError, DataDir, Url, err, fail, local_token, out, ws_url
+from namaskah_notify.client import Backoff
+
+from .common import DEFAULT_URL, CliError, DataDir, Url, err, fail, http_base, local_token, out
 from .listen_view import notification_json, notification_text, status_text
-from .subscriber import Retry, Subscriber
+from .subscriber import listen_until
 
 
 def listen(
@@ -31,7 +34,7 @@ def listen(
                                          help="Failed reconnects in a row before exit 1 (-1: forever)")] = 10,
     backoff: Annotated[float, typer.Option(min=0, help="First reconnect delay bound, seconds (doubles)")] = 0.5,
     backoff_max: Annotated[float, typer.Option(min=0, help="Largest reconnect delay bound, seconds")] = 30.0,
-    ping_interval: Annotated[float, typer.Option(min=0.1, hidden=True)] = 30.0,
+    ping_interval: Annotated[float, typer.Option(min=0.1, hidden=True)] = 20.0,
     data_dir: DataDir = None,
 ) -> None:
     """Watch a user's notifications arrive live; reconnects and resumes by itself.
@@ -59,9 +62,10 @@ def listen(
 
         def token_source() -> str:
             return local_token(data_dir, user)
+
+        source: str | Callable[[], str] = token_source  # a function: a token running out is refreshed
     else:
-        def token_source() -> str:
-            return token or ""
+        source = token or ""
 
     def on_status(kind: str, message: str) -> None:
         err.print(status_text(kind, message), soft_wrap=True)
@@ -75,12 +79,10 @@ def listen(
             out.print(notification_text(data, now, replayed=replayed), soft_wrap=True)
 
     try:
-        subscriber = Subscriber(
-            ws_url(url), token_source, on_notification=on_notification, on_status=on_status,
-            since_seq=since_seq, count=count, mark_read=mark_read, refreshable=user is not None,
-            retry=Retry(retries, backoff, max(backoff, backoff_max)), ping_interval_s=ping_interval,
-        )
-        asyncio.run(subscriber.run())
+        run = listen_until(http_base(url), source, on_notification=on_notification, on_status=on_status,
+                           since_seq=since_seq, count=count, mark_read=mark_read, retries=retries,
+                           backoff=Backoff(backoff, max(backoff, backoff_max)), ping_interval=ping_interval)
+        asyncio.run(run)
     except CliError as exc:
         raise fail(exc.message, exc.exit_code) from None
     except KeyboardInterrupt:

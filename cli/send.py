@@ -2,9 +2,9 @@
 ``--via-provider``, through the polling path (a verification plus a message in the fake provider's inbox).
 
 Mints a short-lived admin token from the local secret unless ``--token`` is given, posts ``--count``
-events at ``--rate`` per second with a progress bar, then prints a summary. HTTP failures become one
-line that says what to do (:func:`explain`). All use of ``httpx`` for this command lives here.
-Imports ``common``.
+events at ``--rate`` per second with a progress bar through the Python client (``NotifyClient``, which
+retries 429, 503 and connection failures a few times), then prints a summary. Failures become one line
+that says what to do (:func:`explain`). Imports ``common``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import httpx
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from namaskah_notify.client import Backoff, ConnectionFailed, NotifyClient, NotifyClientError, RetryPolicy
 
 from .common import DEFAULT_URL, CliError, DataDir, Url, err, fail, http_base, local_token, out
 
@@ -48,7 +50,7 @@ def explain(status: int, body: Any, base: str) -> str:
     return f"HTTP {status}: {detail or 'request failed'}"
 
 
-def _connection_error(exc: httpx.HTTPError, base: str) -> str:
+def _connection_error(exc: BaseException | None, base: str) -> str:
     if isinstance(exc, httpx.ConnectError):
         return f"cannot connect to {base}: connection refused (is `notify serve` running there?)"
     if isinstance(exc, httpx.TimeoutException):
@@ -66,15 +68,14 @@ def _body(user: str, service: str, code: str | None, verification_id: str | None
     }
 
 
-def _via_provider(client: httpx.Client, user: str, service: str, code: str | None) -> httpx.Response:
+def _via_provider(client: NotifyClient, user: str, service: str, code: str | None) -> dict[str, Any]:
     """Start a verification with the fake provider and put an SMS with a code in its inbox; the server's
-    poller then finds it and notifies. Returns the first failed response, or the inbox's answer."""
-    started = client.post("/api/verifications", json={"user_id": user, "service": service, "provider": "fake"})
-    if started.status_code != 201:
-        return started
+    poller then finds it and notifies. Returns the inbox's answer."""
+    started = client.request("POST", "/api/verifications", json={"user_id": user, "service": service,
+                                                                 "provider": "fake"})
     text = f"Your {service} verification code is {code or f'{secrets.randbelow(10**6):06d}'}"
-    message = {"verification_id": started.json()["id"], "text": text, "message_id": f"cli_{uuid.uuid4().hex}"}
-    return client.post("/api/fake-provider/messages", json=message)
+    message = {"verification_id": started["id"], "text": text, "message_id": f"cli_{uuid.uuid4().hex}"}
+    return client.request("POST", "/api/fake-provider/messages", json=message)
 
 
 def send_test(
@@ -119,43 +120,37 @@ def send_test(
     started = time.monotonic()
     progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True, disable=count == 1)
-    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {admin}"}, timeout=10) as client, progress:
+    retry = RetryPolicy(attempts=3, backoff=Backoff(0.2, 1.0))
+    with NotifyClient(base, admin, retry=retry) as client, progress:
         task = progress.add_task("send", total=count)
         for index in range(count):
             if rate > 0:
                 time.sleep(max(0.0, started + index / rate - time.monotonic()))
             try:
                 if via_provider:
-                    response = _via_provider(client, user, service, code)
+                    record = _via_provider(client, user, service, code)
                 else:
-                    response = client.post("/api/sms/inbound", json=_body(user, service, code, verification_id))
-            except httpx.HTTPError as exc:
-                raise fail(_connection_error(exc, base)) from None
-            if response.status_code in (200, 201):
+                    record = client.sms_inbound(**_body(user, service, code, verification_id))
+            except ConnectionFailed as exc:
+                progress.stop()
+                raise fail(_connection_error(exc.__cause__, base)) from None
+            except NotifyClientError as exc:
+                failed += 1
+                last_error = explain(exc.status, {"detail": exc.detail}, base)
+                if exc.status in _FATAL or count == 1:
+                    progress.stop()
+                    raise fail(last_error) from None
+            else:
                 sent += 1
                 if count == 1 and via_provider:
                     out.print(f"[green]sent[/] an SMS for {escape(service)} to the fake inbox of verification "
-                              f"{response.json().get('verification_id')}; the poller notifies {escape(user)} shortly")
+                              f"{record.get('verification_id')}; the poller notifies {escape(user)} shortly")
                 elif count == 1:
-                    record = response.json()
                     out.print(f"[green]sent[/] {escape(str(record.get('title')))} to {escape(user)} "
                               f"(id {record.get('id')}, seq {record.get('seq')})")
-            else:
-                failed += 1
-                last_error = explain(response.status_code, _json(response), base)
-                if response.status_code in _FATAL or count == 1:
-                    progress.stop()
-                    raise fail(last_error)
             progress.advance(task)
     if count > 1:
         elapsed = time.monotonic() - started
         out.print(f"sent {sent}, failed {failed} in {elapsed:.2f} s ({sent / elapsed if elapsed else 0:.1f}/s)")
     if failed:
         raise fail(f"{failed} of {count} failed; last: {last_error}")
-
-
-def _json(response: httpx.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        return None

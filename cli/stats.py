@@ -1,6 +1,7 @@
 """``notify stats``: poll ``/ws/stats`` and ``/metrics`` and show them in a Rich ``Live`` dashboard.
 
-:class:`StatsSource` fetches (``httpx``, and the Prometheus text parser for close codes); the command's
+:class:`StatsSource` fetches (the Python client's ``NotifyClient``, and the Prometheus text parser for close
+codes); the command's
 loop feeds a :class:`~cli.stats_view.DashboardState` and redraws it with ``render_dashboard``. A server
 that is down is a state to show ("unreachable, retrying"), never a traceback. Imports ``common`` and
 ``stats_view``.
@@ -11,14 +12,24 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import typer
 from prometheus_client.parser import text_string_to_metric_families
 from rich.live import Live
 from rich.markup import escape
+
+from namaskah_notify.client import (
+    NO_RETRY,
+    ConnectionFailed,
+    Forbidden,
+    NotifyClient,
+    NotifyClientError,
+    Unauthorized,
+)
 
 from .common import DEFAULT_URL, CliError, DataDir, Url, err, fail, http_base, local_token, out
 from .stats_view import DashboardState, History, render_dashboard
@@ -28,48 +39,57 @@ class Unavailable(Exception):
     """This refresh failed; the next one may not."""
 
 
+T = TypeVar("T")
+
+
 class StatsSource:
-    """``GET /ws/stats`` (and ``/metrics``) with an admin token only if the server asks for one."""
+    """``GET /ws/stats`` (and ``/metrics``) with an admin token only if the server asks for one. No retries
+    here: the dashboard's next refresh is the retry, and it shows the failure meanwhile."""
 
     def __init__(self, base: str, token: str | None, data_dir: Path | None, timeout_s: float) -> None:
         self.base = base
-        self._token = token
         self._data_dir = data_dir
-        self._client = httpx.Client(base_url=base, timeout=timeout_s)
+        self._timeout_s = timeout_s
+        self._tried_local = token is not None
+        self._client = self._connect(token)
+
+    def _connect(self, token: str | None) -> NotifyClient:
+        return NotifyClient(self.base, token, timeout=self._timeout_s, retry=NO_RETRY)
 
     def close(self) -> None:
         self._client.close()
 
-    def _get(self, path: str) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._token}"} if self._token else {}
+    def _get(self, fetch: Callable[[NotifyClient], T]) -> T:
         try:
-            response = self._client.get(path, headers=headers)
-        except httpx.ConnectError:
-            raise Unavailable("connection refused") from None
-        except httpx.TimeoutException:
-            raise Unavailable("timed out") from None
-        except httpx.HTTPError as exc:
-            raise Unavailable(str(exc) or type(exc).__name__) from None
-        if response.status_code == 401 and self._token is None:
+            return fetch(self._client)
+        except Unauthorized:
+            if self._tried_local:
+                raise
             # NOTIFY_STATS_REQUIRE_ADMIN: try an admin token from the local secret, once.
+            self._tried_local = True
             try:
-                self._token = local_token(self._data_dir, "notify-cli", admin=True, ttl_s=24 * 3600)
+                token = local_token(self._data_dir, "notify-cli", admin=True, ttl_s=24 * 3600)
             except CliError:
-                return response
-            return self._get(path)
-        return response
+                raise Unauthorized("this server requires an admin token for stats") from None
+            self._client.close()
+            self._client = self._connect(token)
+            return self._get(fetch)
+        except ConnectionFailed as exc:
+            cause = exc.__cause__
+            if isinstance(cause, httpx.ConnectError):
+                raise Unavailable("connection refused") from None
+            if isinstance(cause, httpx.TimeoutException):
+                raise Unavailable("timed out") from None
+            raise Unavailable(str(cause) or type(cause).__name__) from None
 
     def snapshot(self) -> dict[str, Any]:
-        response = self._get("/ws/stats")
-        if response.status_code in (401, 403):
-            raise CliError(f"{response.status_code} on /ws/stats: {_detail(response)}; "
-                           "give an admin token with --token (or the server's --data-dir)")
-        if response.status_code != 200:
-            raise Unavailable(f"HTTP {response.status_code} on /ws/stats")
         try:
-            body = response.json()
-        except ValueError:
-            raise Unavailable("/ws/stats did not answer JSON") from None
+            body = self._get(NotifyClient.stats)
+        except (Unauthorized, Forbidden) as exc:
+            raise CliError(f"{exc.status} on /ws/stats: {exc.message}; "
+                           "give an admin token with --token (or the server's --data-dir)") from None
+        except NotifyClientError as exc:
+            raise Unavailable(f"HTTP {exc.status} on /ws/stats" if exc.status else exc.message) from None
         if not isinstance(body, dict) or "total_connections" not in body:
             raise CliError(f"{self.base}/ws/stats is not a namaskah-notify stats document")
         return body
@@ -77,14 +97,12 @@ class StatsSource:
     def closes_by_code(self) -> dict[str, float] | None:
         """WebSocket closes by code from ``/metrics``; None when metrics are not available to us."""
         try:
-            response = self._get("/metrics")
-        except (Unavailable, CliError):
-            return None
-        if response.status_code != 200:
+            text = self._get(NotifyClient.metrics)
+        except (Unavailable, NotifyClientError):
             return None
         closes: dict[str, float] = {}
         try:
-            for family in text_string_to_metric_families(response.text):
+            for family in text_string_to_metric_families(text):
                 if family.name == "notify_connections_closed":
                     for sample in family.samples:
                         if sample.name.endswith("_total"):
@@ -188,10 +206,3 @@ def _dashboard(source: StatsSource, interval: float, iterations: int) -> None:
         out.line()  # Live leaves the cursor after its last frame when not on a terminal
     if state.error is not None:
         raise typer.Exit(1)
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("detail"))
-    except (ValueError, AttributeError):
-        return response.reason_phrase

@@ -35,6 +35,7 @@ from namaskah_notify.client import (
     Read,
     Resumed,
     Resynced,
+    Resyncing,
     ResyncRequired,
     RetryPolicy,
     SequenceError,
@@ -328,7 +329,7 @@ async def test_past_the_replay_limit_the_subscriber_catches_up_over_http(make_se
                     break
     seqs = [(e.seq, e.replayed) for e in events if isinstance(e, NotificationReceived)]
     assert seqs == [(1, True), (2, True), (3, True), (4, True), (5, True), (6, False)]
-    assert Resynced(5, 5) in events
+    assert Resyncing(5) in events and Resynced(5, 5) in events
 
 
 async def test_a_gap_the_subscriber_cannot_fill_raises(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ This package needs only ``httpx`` and ``websockets``: it imports nothing else of
 an application can use it without the server's dependencies.
 """
 
-from ._retry import Backoff, RetryPolicy
+from ._retry import NO_RETRY, Backoff, RetryPolicy
 from .errors import (
     BadRequest,
     BadSignature,
@@ -44,6 +44,7 @@ from .events import (
     Read,
     Resumed,
     Resynced,
+    Resyncing,
     TokenExpiring,
     TokenRefreshed,
     UnknownFrame,
@@ -52,6 +53,7 @@ from .http import AsyncNotifyClient, NotifyClient
 from .subscriber import Subscriber
 
 __all__ = [
+    "NO_RETRY",
     "AsyncNotifyClient",
     "Backoff",
     "BadRequest",
@@ -78,6 +80,7 @@ __all__ = [
     "Resumed",
     "ResyncRequired",
     "Resynced",
+    "Resyncing",
     "RetryPolicy",
     "SequenceError",
     "Subscriber",

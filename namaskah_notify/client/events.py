@@ -1,5 +1,5 @@
 """What :meth:`Subscriber.events` yields: one frozen dataclass per kind of server frame, plus the
-subscriber's own ``Disconnected`` and ``Resynced``. Iterating the Subscriber itself yields only the
+subscriber's own ``Disconnected``, ``Resyncing`` and ``Resynced``. Iterating the Subscriber itself yields only the
 notifications (``NotificationReceived.data``). Imports nothing.
 """
 
@@ -71,6 +71,14 @@ class Resumed:
 
 
 @dataclass(frozen=True, slots=True)
+class Resyncing:
+    """The server could not replay what was missed (``resync_required``; it has up to ``last_seq``): the
+    missed ones follow, fetched over HTTP, then ``Resynced``."""
+
+    last_seq: int
+
+
+@dataclass(frozen=True, slots=True)
 class Resynced:
     """The server could not replay (``resync_required``); ``fetched`` missed ones came over HTTP instead."""
 
@@ -118,5 +126,5 @@ class UnknownFrame:
     frame: dict[str, Any]
 
 
-Event = (Connected | NotificationReceived | Read | Deleted | PreferencesChanged | Resumed | Resynced | TokenExpiring
-         | TokenRefreshed | ErrorReported | Disconnected | UnknownFrame)
+Event = (Connected | NotificationReceived | Read | Deleted | PreferencesChanged | Resumed | Resyncing | Resynced
+         | TokenExpiring | TokenRefreshed | ErrorReported | Disconnected | UnknownFrame)

@@ -49,7 +49,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, W
 
 from ._retry import RETRY_STATUSES, Backoff, parse_retry_after
 from .errors import BadRequest, ConnectionFailed, ResyncRequired, SequenceError, from_answer, from_close
-from .events import Connected, Disconnected, Event, NotificationReceived, Resynced, TokenExpiring
+from .events import Connected, Disconnected, Event, NotificationReceived, Resynced, Resyncing, TokenExpiring
 from .http import AsyncNotifyClient
 from .http import base_url as http_base
 from .stream import Resync, Stream
@@ -218,6 +218,7 @@ class Subscriber:
                 f"the server's last seq {last_seq} is behind this client's {cursor}"
             raise ResyncRequired(f"the server could not replay after seq {cursor}: {why}",
                                  expected=cursor + 1, got=last_seq)
+        yield Resyncing(last_seq)
         fetched = 0
         async for event in self._fill():
             fetched += 1
