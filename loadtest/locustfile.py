@@ -4,7 +4,8 @@
 published to that user arrives exactly once and in ``seq`` order; each delivery is a ``NOTIFY delivery``
 request whose response time is the end-to-end latency. ``Publisher`` posts notifications (and SMS
 webhooks) to the connected users at ``--publish-rate`` per second with an admin token. Both sides keep
-their books in this process (``fanout.Ledger``), so run it as one process (no ``--processes``).
+their books in this process (``fanout.Ledger``), so run it as one process (no ``--processes``), from the
+checkout (``loadtest`` is imported as a package from the working directory).
 ``--shape steady|ramp|spike`` (or ``LOCUST_SHAPE``) picks a load shape; a headless run exits 1 when any
 request failed or p99 delivery exceeded ``--max-p99-ms``. Commands: ``loadtest/README.md``.
 """
@@ -21,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import gevent
-from fanout import MISSED, Ledger, TabState
-from locust import HttpUser, User, constant, constant_throughput, events, task
+from locust import User, constant, constant_throughput, events, task
 from locust.env import Environment
-from shapes import SHAPES
-from wsclient import NotifyTab
 
+from loadtest.fanout import MISSED, Ledger, TabState
+from loadtest.shapes import SHAPES
+from loadtest.wsclient import NotifyTab
 from namaskah_notify.auth import SECRET_FILE, mint_token
+from namaskah_notify.client import NO_RETRY, NotifyClient, NotifyClientError
 from namaskah_notify.config import Settings
 
 log = logging.getLogger("loadtest")
@@ -171,8 +173,11 @@ class NotifyUser(User):
             tab.close()
 
 
-class Publisher(HttpUser):
-    """Publishes to connected users over HTTP with an admin token, at its share of ``--publish-rate``."""
+class Publisher(User):
+    """Publishes to connected users through the Python client (``NotifyClient``) with an admin token, at its
+    share of ``--publish-rate``; each call is a Locust ``POST`` request. (The tabs stay on websocket-client:
+    Locust runs users as gevent greenlets, and the client's Subscriber is asyncio, which does not run
+    inside them; ``NotifyClient`` is plain blocking httpx, which gevent makes cooperative.)"""
 
     host = DEFAULT_HOST
     fixed_count = 1
@@ -180,10 +185,14 @@ class Publisher(HttpUser):
     def on_start(self) -> None:
         options = self.environment.parsed_options
         token = mint_token(_settings(self.environment), f"lt_publisher_{RUN_ID}", admin=True, ttl_s=6 * 3600)
-        self.client.headers["Authorization"] = f"Bearer {token}"
+        # No retries: a retried publish would hide a 429 or 503 from the run's failure count.
+        self.api = NotifyClient(self.host, token, retry=NO_RETRY)
         self.sms_share = options.sms_share
         rate = options.publish_rate / max(1, options.publishers)
         self._pace = constant_throughput(rate) if rate > 0 else constant(3600)
+
+    def on_stop(self) -> None:
+        self.api.close()
 
     def wait_time(self) -> float:
         return self._pace(self)
@@ -193,17 +202,22 @@ class Publisher(HttpUser):
         if LEDGER.closed or not READY:
             return
         user_id = random.choice(list(READY))
-        if random.random() < self.sms_share:
-            name = "/api/sms/inbound"
-            body: dict[str, Any] = {"user_id": user_id, "verification_id": f"ver_{uuid.uuid4().hex[:12]}",
-                                    "service": "Google", "code": f"{random.randrange(10**6):06d}",
-                                    "message_id": uuid.uuid4().hex}
-        else:
-            name = "/api/notifications"
-            body = {"user_id": user_id, "title": "Load test", "message": "A notification from Locust",
-                    "type": "loadtest", "meta": {"sent_at": time.time()}}
-        with self.client.post(name, json=body, name=name, catch_response=True) as response:
-            if response.status_code != 201:
-                response.failure(f"status {response.status_code}")
-                return
-            LEDGER.record(user_id, int(response.json()["seq"]))
+        started, t0 = time.time(), time.perf_counter()
+        stored: dict[str, Any] | None = None
+        error: Exception | None = None
+        try:
+            if random.random() < self.sms_share:
+                name = "/api/sms/inbound"
+                stored = self.api.sms_inbound(user_id, f"ver_{uuid.uuid4().hex[:12]}", "Google",
+                                              f"{random.randrange(10**6):06d}", message_id=uuid.uuid4().hex)
+            else:
+                name = "/api/notifications"
+                stored = self.api.publish(user_id, "Load test", "A notification from Locust", type="loadtest",
+                                          meta={"sent_at": time.time()})
+        except NotifyClientError as exc:
+            error = exc
+        self.environment.events.request.fire(
+            request_type="POST", name=name, start_time=started, response_time=(time.perf_counter() - t0) * 1000,
+            response_length=0, exception=error, context={"user_id": user_id})
+        if stored is not None:
+            LEDGER.record(user_id, int(stored["seq"]))

@@ -17,7 +17,8 @@ from typing import Any
 import gevent
 import orjson
 import websocket
-from fanout import CLOSED, MEANING, TabState
+
+from .fanout import CLOSED, MEANING, TabState
 
 log = logging.getLogger("loadtest.tab")
 

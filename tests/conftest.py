@@ -1,4 +1,5 @@
-"""Test fixtures: the real server in a subprocess on a free port, real WebSocket and HTTP clients.
+"""Test fixtures: the real server in a subprocess on a free port (``loadtest.localserver``, the harness the
+load tools use too), real WebSocket and HTTP clients.
 
 ``server`` is one shared server (default settings, its own data folder) for tests that use their own
 user ids; ``make_server(**env)`` starts a dedicated one with ``NOTIFY_*`` overrides, stopped after the test.
@@ -12,120 +13,37 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
 
-from namaskah_notify.auth import mint_token
-from namaskah_notify.config import Settings
+from loadtest import localserver
+from loadtest.localserver import free_port
 
 from . import leakcheck
 from .leakcheck import RECORD
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = localserver.ROOT
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class ServerProcess:
-    """``notify serve`` as a user would run it, with its output captured to a file."""
-
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, port: int | None = None,
-                 args: tuple[str, ...] = ()) -> None:
-        self.data_dir = data_dir
-        self.env = {k: str(v) for k, v in (env or {}).items()}
-        self.args = args
-        self.port = port or free_port()
-        self.log_path = data_dir.parent / f"{data_dir.name}-server-{self.port}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws/notifications"
-
-    def settings(self) -> Settings:
-        values = {k.removeprefix("NOTIFY_").lower(): v for k, v in self.env.items() if k.startswith("NOTIFY_")}
-        values["data_dir"] = self.data_dir
-        return Settings(**values)
+class ServerProcess(localserver.ServerProcess):
+    """The harness's server process, with its output file and every token it mints recorded for the leak
+    check."""
 
     def start(self, timeout: float = 30) -> ServerProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NOTIFY_")}
-        env.update(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
         RECORD.server(self.log_path, self.data_dir)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), *self.args],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.output()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=0.5).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server did not start in {timeout}s:\n{self.output()}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        super().start(timeout)
+        return self
 
     def token(self, user: str, *, admin: bool = False, ttl: float = 3600, **claims: Any) -> str:
-        return RECORD.token(mint_token(self.settings(), user, admin=admin, ttl_s=ttl, extra=claims or None))
-
-    def admin_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token('ops', admin=True)}"}
-
-    def user_headers(self, user: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(user)}"}
-
-    def publish(self, user: str | list[str], title: str = "Hello", **fields: Any) -> httpx.Response:
-        body: dict[str, Any] = {"title": title, **fields}
-        if isinstance(user, list):
-            body["user_ids"] = user
-        else:
-            body["user_id"] = user
-        return httpx.post(f"{self.url}/api/notifications", json=body, headers=self.admin_headers(), timeout=10)
-
-    def ws(self, token: str | None = None, *, query: str = "", **kwargs: Any) -> connect:
-        """A WebSocket client; pass ``token`` for ``?token=``, or headers / no token for other ways."""
-        params = [p for p in ((f"token={token}" if token else ""), query) if p]
-        url = self.ws_url + ("?" + "&".join(params) if params else "")
-        kwargs.setdefault("open_timeout", 10)
-        return connect(url, **kwargs)
+        return RECORD.token(super().token(user, admin=admin, ttl=ttl, **claims))
 
 
 async def recv_json(ws: ClientConnection, timeout: float = 5) -> dict[str, Any]:

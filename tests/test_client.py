@@ -284,7 +284,8 @@ async def test_subscriber_resumes_across_a_server_restart_with_every_seq_once(ma
     async def collect() -> None:
         async for event in sub.events():
             events.append(event)
-            if sum(isinstance(e, NotificationReceived) for e in events) == 9:
+            if sum(isinstance(e, NotificationReceived) for e in events) == 9 and any(
+                    isinstance(e, Resumed) for e in events):
                 return
 
     async with sub:

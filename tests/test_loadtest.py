@@ -10,13 +10,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtest.fanout import DUPLICATE, GAP, OUT_OF_ORDER, Ledger, TabState
+
 from .conftest import ROOT, ServerProcess
 from .leakcheck import keep_files
 
 LOADTEST = ROOT / "loadtest"
-sys.path.insert(0, str(LOADTEST))
 
-from fanout import DUPLICATE, GAP, OUT_OF_ORDER, Ledger, TabState  # noqa: E402
+
+def _env(**extra: str) -> dict[str, str]:
+    """The caller's environment without LOCUST_ and NOTIFY_ settings, with this checkout importable (the
+    tools run from a scratch folder here, not from the checkout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "NOTIFY_"))}
+    return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])), **extra}
 
 
 def test_fanout_books_name_each_kind_of_problem() -> None:
@@ -41,8 +47,7 @@ def test_headless_locust_run_delivers_to_every_tab(server: ServerProcess, tmp_pa
         [sys.executable, "-m", "locust", "-f", str(LOADTEST / "locustfile.py"), "--headless",
          "--shape", "steady", "-u", "3", "-t", "8s", "--host", server.url, "--notify-data-dir", str(server.data_dir),
          "--publish-rate", "20", "--csv", str(prefix), "--only-summary"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "NOTIFY_"))},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     rows = {(r["Type"], r["Name"]): r for r in csv.DictReader(prefix.with_name("run_stats.csv").open())}
@@ -59,12 +64,12 @@ def test_bench_toy_run_prints_its_table(tmp_path: Path) -> None:
     scratch.mkdir()
     with keep_files(scratch, "notify-bench-*/server.log", into=tmp_path):
         result = subprocess.run(
-            [sys.executable, str(LOADTEST / "bench.py"), "--users", "20", "--repeat", "1", "--step-seconds", "1",
+            [sys.executable, "-m", "loadtest.bench", "--users", "20", "--repeat", "1", "--step-seconds", "1",
              "--measure-seconds", "1", "--latency-rate", "100", "--cpu-rate", "100", "--search-start", "200",
              "--search-max", "400", "--batched-start", "200", "--connections", "100", "--broadcast", "50",
              "--broadcast-repeats", "1", "--settle", "0.2", "--pause", "0.2", "--http-connections", "4",
              "--json", str(tmp_path / "bench.json")],
-            capture_output=True, text=True, timeout=120, cwd=tmp_path, env={**os.environ, "TMPDIR": str(scratch)},
+            capture_output=True, text=True, timeout=120, cwd=tmp_path, env=_env(TMPDIR=str(scratch)),
         )
     assert result.returncode == 0, result.stdout + result.stderr
     for row in ("single-event saturation (headline)", "p99 delivery at 100 single events/s",
