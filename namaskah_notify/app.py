@@ -18,6 +18,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from .auth import TokenVerifier
 from .brokers import create_broker
@@ -29,6 +31,7 @@ from .errors import NotFound, NotifyError
 from .hub import Hub
 from .limits import BodySizeLimit, handshake_limiter
 from .node import Node
+from .openapi import install as describe_api
 from .revocations import Revocations
 from .routes import admin, notifications, ops, verifications
 from .routes.edge import Edge
@@ -38,6 +41,7 @@ from .stats import Stats
 from .store import Store
 
 log = logging.getLogger("namaskah_notify.app")
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -113,11 +117,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(verifications.router)
     _mount_static(app, settings)
+    describe_api(app, settings)
 
     @app.exception_handler(NotifyError)
     async def _notify_error(_request: Request, exc: NotifyError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
         return Response(error_body(exc), status_code=exc.status, headers=headers, media_type="application/json")
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        # The framework's own refusals (a body that is not JSON, an unknown path, a method not allowed) in
+        # the API's error shape, with their headers (Allow on a 405).
+        if exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
+            headers = {**(headers or {}), "Allow": _allowed(request)}
+        return JSONResponse({"detail": exc.detail, "code": code}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -127,6 +144,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse({"detail": _encodable(detail)}, status_code=422)
 
     return app
+
+
+def _allowed(request: Request) -> str:
+    """Every method some route serves on the request's path."""
+    routes = request.app.router.routes
+    allowed = []
+    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in routes):
+            allowed.append(method)
+    return ", ".join(allowed)
 
 
 def _encodable(value: object) -> object:

@@ -12,10 +12,42 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
 
-UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+# How the API description states the text rules (in JSON Schema only: validation stays pydantic's own).
+# Bodies strip Unicode White_Space before checking lengths and patterns (Rust's char::is_whitespace: neither
+# Python's str.isspace nor JSON Schema's \s), so a field's schema is one pattern over the text as sent: any
+# padding of that set, then the stripped text, whose lengths move into the pattern.
+_PADDING = r"\t\n\v\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_SOLID = f"[^{_PADDING}]"
+
+
+def solid(min_length: int, max_length: int) -> str:
+    """Any stripped text of 0 or 1 to ``max_length`` characters: a kept character at each end."""
+    body = f"{_SOLID}(?:[\\s\\S]{{0,{max_length - 2}}}{_SOLID})?"
+    return body if min_length else f"(?:{body})?"
+
+
+def stripped(body: str) -> dict[str, Any]:
+    """``Field`` arguments that describe a text whose stripped form fully matches the regex ``body``."""
+    pattern = f"^[{_PADDING}]*(?:{body})[{_PADDING}]*$"
+
+    def describe(schema: dict[str, Any]) -> None:
+        text = next((s for s in schema.get("anyOf", ()) if s.get("type") == "string"), schema)
+        text.pop("minLength", None)
+        text.pop("maxLength", None)
+        text["pattern"] = pattern
+
+    return {"json_schema_extra": describe}
+
+
+UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True),
+                   Field(**stripped(solid(1, 128)))]
 _LINK = re.compile(r"^(/(?!/)|https?://)[^\s<>\"'`]*$")
+# The same rule over at most 2048 characters; its \s is Python's (a Python regex, run on the stripped text).
+_NOT_IN_LINK = r"\t\n\v\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000<>\"'`"
+_LINK_BODY = (f"/|/[^/{_NOT_IN_LINK}][^{_NOT_IN_LINK}]{{0,2046}}|http://[^{_NOT_IN_LINK}]{{0,2041}}"
+              f"|https://[^{_NOT_IN_LINK}]{{0,2040}}")
 
 
 def iso(moment: datetime) -> str:
@@ -71,17 +103,34 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# Exactly one audience, as the model validator below checks (a null counts as absent).
+_ONE_AUDIENCE = [
+    {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+    {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
+    {"required": ["broadcast"], "properties": {"broadcast": {"const": True}}},
+]
+
+
 class PublishBody(_Body):
     """``POST /api/notifications``: exactly one of ``user_id``, ``user_ids`` or ``broadcast``."""
 
-    user_id: UserId | None = None
-    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000)
-    broadcast: bool = False
-    title: str = Field(min_length=1, max_length=200)
-    message: str = Field(default="", max_length=2000)
-    type: str = Field(default="info", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    link: str | None = Field(default=None, max_length=2048)
-    meta: dict[str, Any] = Field(default_factory=dict)
+    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_AUDIENCE, "examples": [
+        {"user_id": "alice", "title": "Hello", "message": "First notification", "link": "/inbox"},
+        {"user_ids": ["alice", "bob"], "title": "Deploy finished", "type": "deploy", "meta": {"build": 42}},
+        {"broadcast": True, "title": "Maintenance at 22:00", "type": "system"},
+    ]})
+
+    user_id: UserId | None = Field(default=None, description="One recipient.")
+    user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000,
+                                          description="Several recipients (duplicates count once).")
+    broadcast: StrictBool = Field(default=False, description="true: every user connected anywhere right now.")
+    title: str = Field(min_length=1, max_length=200, **stripped(solid(1, 200)))
+    message: str = Field(default="", max_length=2000, **stripped(solid(0, 2000)))
+    type: str = Field(default="info", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                      **stripped("[A-Za-z0-9_.:-]{1,64}"))
+    link: str | None = Field(default=None, max_length=2048, description="A path (`/…`) or an http(s) URL.",
+                             **stripped(_LINK_BODY))
+    meta: dict[str, Any] = Field(default_factory=dict, description="At most 32 keys and 4 KiB of JSON.")
 
     @field_validator("link")
     @classmethod
@@ -122,8 +171,15 @@ class PublishBody(_Body):
 class SmsInboundBody(_Body):
     """``POST /api/sms/inbound``: a provider saw a code for a verification."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"user_id": "alice", "verification_id": "ver_123", "service": "Google", "code": "481516", "message_id": "m-1"},
+    ]})
+
     user_id: UserId
-    verification_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    service: str = Field(min_length=1, max_length=64)
-    code: str = Field(min_length=3, max_length=16, pattern=r"^[A-Za-z0-9-]+$")
-    message_id: str | None = Field(default=None, min_length=1, max_length=256)
+    verification_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                 **stripped("[A-Za-z0-9_.:-]{1,128}"))
+    service: str = Field(min_length=1, max_length=64, **stripped(solid(1, 64)))
+    code: str = Field(min_length=3, max_length=16, pattern=r"^[A-Za-z0-9-]+$", **stripped("[A-Za-z0-9-]{3,16}"))
+    message_id: str | None = Field(default=None, min_length=1, max_length=256,
+                                   description="The provider's id: a repeated one is answered 200, pushed once.",
+                                   **stripped(solid(1, 256)))

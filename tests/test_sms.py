@@ -162,7 +162,7 @@ async def test_verification_endpoints_refuse_what_they_should(make_server, serve
                       headers=server.user_headers(user)).status_code == 403
     assert httpx.post(f"{server.url}/api/verifications", json=body).status_code == 401
     none = httpx.post(f"{server.url}/api/verifications", json=body, headers=server.admin_headers())
-    assert none.status_code == 400 and none.json()["code"] == "no_provider"
+    assert none.status_code == 409 and none.json()["code"] == "no_provider"
     assert fake_sms(server, "ver_x", "code 1234").status_code == 404
     fake = make_server(**FAKE)
     unknown = httpx.post(f"{fake.url}/api/verifications", json={**body, "provider": "twilio"},

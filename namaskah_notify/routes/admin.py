@@ -8,23 +8,25 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
+from .. import openapi as api
 from ..brokers import CloseUser, Revoked
 from ..deps import AdminDep, ServicesDep
 from ..schemas import iso
 
 log = logging.getLogger("namaskah_notify.admin")
-router = APIRouter(prefix="/api/admin")
+router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 
 class DisconnectBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    revoke_tokens: bool = False
+    revoke_tokens: StrictBool = False
 
 
-@router.post("/users/{user_id}/disconnect")
+@router.post("/users/{user_id}/disconnect", response_model=api.Disconnected,
+             responses=api.errors(400, 401, 403, 413, 422, 503))
 async def disconnect_user(
     services: ServicesDep, _admin: AdminDep, user_id: str, body: DisconnectBody | None = None
 ) -> dict[str, Any]:

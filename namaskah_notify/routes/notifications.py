@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 
+from .. import openapi as api
 from ..deps import AdminDep, ServicesDep, UserDep
 from ..errors import ProtocolError
 from ..schemas import PublishBody, SmsInboundBody
@@ -16,13 +17,16 @@ router = APIRouter(prefix="/api")
 MAX_SEQ = 2**63 - 1  # the database's integer; larger values would fail in the driver, not as a 422
 
 
-@router.get("/notifications")
+@router.get("/notifications", tags=["notifications"], response_model=api.NotificationPage,
+            responses=api.errors((400, "`before_seq` and `since_seq` together."), 401, 422, 503),
+            openapi_extra={"parameters": [api.seq_page_parameter(MAX_SEQ)]})
 async def list_notifications(
     services: ServicesDep,
     user: UserDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
-    since_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    # Described together, as the one ``page`` object of openapi_extra.
+    limit: Annotated[int, Query(ge=1, le=200, include_in_schema=False)] = 50,
+    before_seq: Annotated[int | None, Query(ge=1, le=MAX_SEQ, include_in_schema=False)] = None,
+    since_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ, include_in_schema=False)] = None,
 ) -> dict[str, Any]:
     """Newest first (``before_seq`` pages back) or oldest first after ``since_seq`` (catching up)."""
     if before_seq is not None and since_seq is not None:
@@ -37,34 +41,45 @@ async def list_notifications(
     }
 
 
-@router.get("/notifications/unread-count")
+@router.get("/notifications/unread-count", tags=["notifications"], response_model=api.UnreadCount,
+            responses=api.errors(401, 503))
 async def unread_count(services: ServicesDep, user: UserDep) -> dict[str, int]:
     """The bell badge."""
     return {"unread_count": await services.store.unread_count(user.user_id)}
 
 
-@router.post("/notifications/read-all")
+@router.post("/notifications/read-all", tags=["notifications"], response_model=api.UnreadCount,
+             responses=api.errors(401, 503))
 async def read_all(services: ServicesDep, user: UserDep) -> dict[str, int]:
     """Mark every notification of the caller read; every tab gets a ``read`` event."""
     await services.dispatcher.mark_all_read(user.user_id)
     return {"unread_count": 0}
 
 
-@router.post("/notifications/{notification_id}/read")
+@router.post("/notifications/{notification_id}/read", tags=["notifications"], response_model=api.Notification,
+             responses=api.errors(401, (404, "No such notification of the caller's."), 422, 503))
 async def read_one(services: ServicesDep, user: UserDep, notification_id: str) -> dict[str, Any]:
     """Mark one of the caller's notifications read; 404 when it is not the caller's."""
     record = await services.dispatcher.mark_read(user.user_id, notification_id[:128])
     return record.to_wire()
 
 
-@router.post("/notifications", status_code=status.HTTP_201_CREATED, response_model=None)
+@router.post("/notifications", status_code=status.HTTP_201_CREATED, response_model=None, tags=["publishing"],
+             responses={201: {"description": "Stored and pushed: the notification; for `user_ids` "
+                                             "`{count, items}`; for a broadcast `{count}`.",
+                              "model": api.Notification | api.Published | api.Broadcast},
+                        **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
 async def publish(services: ServicesDep, _admin: AdminDep, body: PublishBody) -> Response:
     """Store and push a notification to one user, several, or every user connected right now: 201 with the
     notification; for ``user_ids`` ``{"count","items"}``; for a broadcast ``{"count"}``."""
     return _json(await publish_path.publish(services, body))
 
 
-@router.post("/sms/inbound", status_code=status.HTTP_201_CREATED, response_model=None)
+@router.post("/sms/inbound", status_code=status.HTTP_201_CREATED, response_model=None, tags=["sms"],
+             responses={201: {"description": "Stored and pushed: the SMS notification.", "model": api.Notification},
+                        200: {"description": "A repeated `message_id`: the first notification; nothing is pushed "
+                                             "again.", "model": api.Notification},
+                        **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
 async def sms_inbound(services: ServicesDep, _admin: AdminDep, body: SmsInboundBody) -> Response:
     """A provider's webhook: an SMS code arrived for a verification; a retried ``message_id`` is 200."""
     return _json(await publish_path.sms_inbound(services, body))

@@ -8,16 +8,19 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .. import openapi as api
 from ..brokers import Broker
 from ..deps import ServicesDep, optional_admin
 
-router = APIRouter()
+router = APIRouter(tags=["operations"])
 
 
-@router.get("/ws/stats")
+@router.get("/ws/stats", response_model=api.Stats,
+            responses=api.errors((401, "With `NOTIFY_STATS_PUBLIC=false`: no token, or not a valid one."),
+                                 (403, "With `NOTIFY_STATS_PUBLIC=false`: not an admin token.")))
 async def ws_stats(services: ServicesDep, request: Request) -> dict[str, Any]:
     """The origin document's three keys (cluster-wide), then counters, rates, latency and every node.
 
@@ -52,13 +55,15 @@ def _broker_state(broker: Broker) -> dict[str, Any]:
     return {"up": broker.up, "down_for_s": down_for}
 
 
-@router.get("/healthz")
+@router.get("/healthz", response_model=api.Health, responses=api.errors())
 async def healthz() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=api.Readiness,
+            responses={503: {"description": "Not ready: the database does not answer.", "model": api.Readiness},
+                       **api.errors()})
 async def readyz(services: ServicesDep) -> JSONResponse:
     """Readiness follows the database: while it answers, this node stores, pushes to its own connections
     and catches them up, so a load balancer should keep it. A broker outage only degrades fan-out between
@@ -75,7 +80,12 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     return JSONResponse({"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus text format.",
+                             "content": {"text/plain": {"schema": {"type": "string"}, "example":
+                                 "# TYPE notify_connections gauge\nnotify_connections 5.0\n"}}},
+                       **api.errors((401, "With `NOTIFY_METRICS_REQUIRE_ADMIN=true`: no token, or not a valid one."),
+                                    (403, "With `NOTIFY_METRICS_REQUIRE_ADMIN=true`: not an admin token."))})
 async def metrics(services: ServicesDep, request: Request) -> Response:
     """Prometheus text format."""
     optional_admin(services, request, services.settings.metrics_require_admin)

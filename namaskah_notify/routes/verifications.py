@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from .. import openapi as api
 from ..auth import Identity
 from ..deps import AdminDep, ServicesDep, UserDep
 from ..errors import Conflict, NotFound
@@ -17,7 +18,7 @@ from ..schemas import iso, utcnow
 from ..sms import SmsService
 from ..sms.schemas import FakeMessageBody, StartVerificationBody, Verification
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", tags=["sms"])
 log = logging.getLogger("namaskah_notify.sms")
 
 
@@ -35,7 +36,9 @@ async def _visible(sms: SmsService, verification_id: str, caller: Identity) -> V
     return record
 
 
-@router.post("/verifications", status_code=status.HTTP_201_CREATED)
+@router.post("/verifications", status_code=status.HTTP_201_CREATED, response_model=api.Verification,
+             responses=api.errors((400, "The body is not JSON, or names a provider this server does not enable."),
+                                  401, 403, (409, "No SMS provider is enabled on this server."), 413, 422, 503))
 async def start_verification(services: ServicesDep, _admin: AdminDep, body: StartVerificationBody) -> dict[str, Any]:
     """Start polling a provider for a user's SMS code; pending until received, expired or cancelled."""
     sms = _sms(services)
@@ -47,14 +50,17 @@ async def start_verification(services: ServicesDep, _admin: AdminDep, body: Star
     return record.to_wire()
 
 
-@router.get("/verifications/{verification_id}")
+@router.get("/verifications/{verification_id}", response_model=api.Verification,
+            responses=api.errors(401, (404, "No such verification of the caller's."), 422, 503))
 async def get_verification(services: ServicesDep, user: UserDep, verification_id: str) -> dict[str, Any]:
     """The verification, with its code once received; 404 unless the caller owns it or is admin."""
     record = await _visible(_sms(services), verification_id, user)
     return record.to_wire(with_code=True)
 
 
-@router.post("/verifications/{verification_id}/cancel")
+@router.post("/verifications/{verification_id}/cancel", response_model=api.Verification,
+             responses=api.errors(401, (404, "No such verification of the caller's."),
+                                  (409, "The verification is received or expired."), 422, 503))
 async def cancel_verification(services: ServicesDep, user: UserDep, verification_id: str) -> dict[str, Any]:
     """Stop waiting for a code: pending → cancelled; 409 when it is no longer pending."""
     sms = _sms(services)
@@ -68,7 +74,11 @@ async def cancel_verification(services: ServicesDep, user: UserDep, verification
     return (await _visible(sms, record.id, user)).to_wire(with_code=True)
 
 
-@router.post("/fake-provider/messages", status_code=status.HTTP_201_CREATED)
+@router.post("/fake-provider/messages", status_code=status.HTTP_201_CREATED, response_model=api.FakeMessageAccepted,
+             responses={200: {"description": "A repeated `message_id`: the message kept the first time.",
+                              "model": api.FakeMessageAccepted},
+                        **api.errors(400, 401, 403, (404, "No such verification, or the fake provider is off."),
+                                     (409, "The verification is polled at another provider."), 413, 422, 503)})
 async def fake_message(
     services: ServicesDep, _admin: AdminDep, body: FakeMessageBody, response: Response
 ) -> dict[str, Any]:

@@ -4,15 +4,28 @@ HTTP bodies of ``routes/verifications.py``. Imports ``schemas`` (for ``iso`` and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
-from ..schemas import UserId, iso
+from ..schemas import UserId, iso, solid, stripped
 
 Status = Literal["pending", "received", "expired", "cancelled"]
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only the date-time the API description states, not the numbers and dates pydantic would also take."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2025-01-01T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,17 +78,26 @@ class _Body(BaseModel):
 class StartVerificationBody(_Body):
     """``POST /api/verifications``."""
 
+    model_config = ConfigDict(json_schema_extra={"examples": [{"user_id": "alice", "service": "Google"}]})
+
     user_id: UserId
-    service: str = Field(min_length=1, max_length=64)
-    phone_number: str | None = Field(default=None, min_length=3, max_length=32, pattern=r"^\+?[0-9 ()-]+$")
-    provider: str | None = Field(default=None, min_length=1, max_length=32)
-    ttl_s: int | None = Field(default=None, ge=1, le=86400)
+    service: str = Field(min_length=1, max_length=64, **stripped(solid(1, 64)))
+    phone_number: str | None = Field(default=None, min_length=3, max_length=32, pattern=r"^\+?[0-9 ()-]+$",
+                                     **stripped(r"\+[0-9 ()-]{1,30}[0-9()-]|[0-9()-][0-9 ()-]{1,30}[0-9()-]"))
+    provider: str | None = Field(default=None, min_length=1, max_length=32,
+                                 description="One of the providers enabled on this server; default: the default one.")
+    ttl_s: StrictInt | None = Field(default=None, ge=1, le=86400)
 
 
 class FakeMessageBody(_Body):
     """``POST /api/fake-provider/messages``: an SMS arriving at the fake provider for a verification."""
 
-    verification_id: str = Field(min_length=1, max_length=40)
-    text: str = Field(min_length=1, max_length=1600)
-    message_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
-    received_at: datetime | None = None
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"verification_id": "ver_8f14e45fceea167a", "text": "Your Google code is 481516", "message_id": "sms-1"},
+    ]})
+
+    verification_id: str = Field(min_length=1, max_length=40, **stripped(solid(1, 40)))
+    text: str = Field(min_length=1, max_length=1600, **stripped(solid(1, 1600)))
+    message_id: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
+                                   **stripped("[A-Za-z0-9_.:-]{1,64}"))
+    received_at: DateTime | None = None

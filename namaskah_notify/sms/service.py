@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..config import Settings
 from ..dispatcher import Dispatcher
-from ..errors import ProtocolError
+from ..errors import Conflict, ProtocolError
 from .codes import compile_pattern
 from .poller import SMSPollingService
 from .providers import Provider, create_providers, default_provider
@@ -66,9 +66,9 @@ class SmsService:
     def choose_provider(self, requested: str | None, phone_number: str | None) -> str:
         """The provider a new verification is polled at; ``ProtocolError`` when it cannot be."""
         name = requested or default_provider(self.settings, self.providers)
-        if name is None:
-            raise ProtocolError("no SMS provider is enabled: set NOTIFY_SMS_FAKE_PROVIDER=true or "
-                                "NOTIFY_SMS_HTTP_BASE_URL", code="no_provider")
+        if name is None:  # the server's state, not the request's fault: 409, as the API description says
+            raise Conflict("no SMS provider is enabled: set NOTIFY_SMS_FAKE_PROVIDER=true or "
+                           "NOTIFY_SMS_HTTP_BASE_URL", code="no_provider")
         provider = self.providers.get(name)
         if provider is None:
             raise ProtocolError(f"provider {name!r} is not enabled; enabled: {sorted(self.providers)}",
