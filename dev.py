@@ -2,7 +2,7 @@
 """Set up a local virtual environment and run the server or the tests; needs only Python >= 3.11.
 
     python3 dev.py serve [notify serve options]   # embedded defaults: SQLite + in-process broker
-    python3 dev.py test  [pytest options]         # ruff, then every test (browser tests need Debian's chromium)
+    python3 dev.py test  [pytest options]         # ruff, then every test (they need Debian's chromium, faketime)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ VENV = Path(os.environ.get("NOTIFY_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 EXTRAS = ".[test]"
 CHROMIUM = Path("/usr/bin/chromium")  # the browser tests drive Debian's build; Playwright downloads none
+FAKETIME = Path("/usr/bin/faketime")
 
 
 def run(*args: str | Path) -> None:
@@ -42,19 +43,24 @@ def ensure_venv() -> None:
     stamp.write_text(digest)
 
 
-def ensure_chromium() -> None:
-    """Install Debian's chromium when it is missing and we may (root with apt-get), else say what to do."""
-    if CHROMIUM.exists():
+# Debian packages the tests drive: a real browser, and libfaketime to run a node with its clock off.
+DEBIAN_PACKAGES = {"chromium": CHROMIUM, "faketime": FAKETIME}
+
+
+def ensure_debian_packages() -> None:
+    """Install what is missing when we may (root with apt-get), else say what to do."""
+    missing = [name for name, path in DEBIAN_PACKAGES.items() if not path.exists()]
+    if not missing:
         return
     if os.name == "posix" and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("installing chromium (apt-get) for the browser tests", flush=True)
+        print(f"installing {' '.join(missing)} (apt-get) for the tests", flush=True)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], check=True, env=env,
+        subprocess.run(["apt-get", "install", "-y", "-qq", *missing], check=True, env=env,
                        stdout=subprocess.DEVNULL)
         return
-    sys.exit(f"{CHROMIUM} is missing: the browser tests need Debian's chromium package "
-             "(sudo apt-get install chromium), then run this again")
+    sys.exit(f"{', '.join(missing)} missing: the tests need Debian's {' and '.join(missing)} "
+             f"(sudo apt-get install {' '.join(missing)}), then run this again")
 
 
 def main() -> None:
@@ -65,7 +71,7 @@ def main() -> None:
     if command == "serve":
         os.execv(BIN / "notify", [str(BIN / "notify"), "serve", *rest])
     if command == "test":
-        ensure_chromium()
+        ensure_debian_packages()
         run(BIN / "ruff", "check", ".")
         os.execv(BIN / "python", [str(BIN / "python"), "-m", "pytest", *rest])
 
