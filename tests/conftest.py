@@ -84,7 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def leak_record(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The leak check also scans the logs of servers ``loadtest/soak.py`` starts under this session's folder."""
+    """The leak check also scans the logs of servers ``loadtest.soak`` starts under this session's folder."""
     RECORD.basetemp = tmp_path_factory.getbasetemp()
 
 

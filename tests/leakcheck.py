@@ -35,7 +35,7 @@ NUMBER = re.compile(r"\b\d{4,}\b")
 CODE_AFTER_WORD = re.compile(r"\bcode\b\W{0,4}(\d{5,8})\b", re.IGNORECASE)
 PART = 12  # a signature's first and last characters, searched on their own
 MIN_TEXT = 10  # a shorter SMS text ("code 1234") would match ordinary log words: not searched
-SOAK_LOGS = ("*/soak-*/server.log", "*/soak-*/naive.log")  # loadtest/soak.py's servers, in a test's tmp_path
+SOAK_LOGS = ("*/soak-*/server.log", "*/soak-*/naive.log")  # loadtest.soak's servers, in a test's tmp_path
 
 
 @dataclass
@@ -215,7 +215,7 @@ def scan_text(path: Path, text: str, secrets: Secrets) -> list[Hit]:
 
 
 def server_logs() -> list[Path]:
-    """The recorded files and soak.py's servers' logs, resolved: pytest links ``<test>current`` to each
+    """The recorded files and loadtest.soak's servers' logs, resolved: pytest links ``<test>current`` to each
     test's latest folder, so a glob finds some files twice."""
     files = set(RECORD.files)
     if RECORD.basetemp is not None:

@@ -1,18 +1,14 @@
-"""Issue 7, items 4, 7 and 9–13 at small sizes: the same scenario code as ``loadtest/soak.py`` (which runs
-them at full size), each against its own real server. Timing bounds are asserted only where the issue's
-criterion is itself a bound, with wide margins for a shared machine; every figure is printed."""
+"""docs/reliability.md, items 4, 7 and 9–13, at small sizes: the same scenario code as ``python -m
+loadtest.soak`` (which runs them at full size), each against its own real server. Timing bounds are
+asserted only where the criterion is itself a bound, with wide margins for a shared machine; every figure
+is printed."""
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 
-from .conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "loadtest"))
-
-import soak
+from loadtest import soak
 
 soak.raise_fd_limit()
 
@@ -53,7 +49,8 @@ async def test_non_reading_clients_stay_within_queue_and_write_buffer_memory(tmp
                                max_seconds=40)
     assert n["overflows"] == 20
     # At 20 clients the bound's margin (20 × 0.44 MB) is within what the allocator's arenas swing by from run
-    # to run, so allow 16 MiB; the full run of 200 clients (soak.py slow-memory) is judged on the bound alone.
+    # to run, so allow 16 MiB; the full run of 200 clients (`python -m loadtest.soak slow-memory`) is judged
+    # on the bound alone.
     assert n["peak_kib"] <= n["bound_kib"] + 16 * 1024
 
 

@@ -33,16 +33,18 @@ from typing import Any
 
 
 class NotifyClientError(Exception):
-    """Base of every error this client raises; ``status`` is the HTTP status (0 when there was none)."""
+    """Base of every error this client raises; ``status`` is the HTTP status (0 when there was none),
+    ``close_code`` the WebSocket close code that ended a subscription (None when there was none)."""
 
     status = 0
     code = "error"
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None,
-                 detail: Any = None) -> None:
+                 detail: Any = None, close_code: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail if detail is not None else message
+        self.close_code = close_code
         if status is not None:
             self.status = status
         if code is not None:
@@ -187,4 +189,4 @@ def from_close(code: int, reason: str) -> NotifyClientError | None:
     cls = _BY_CLOSE.get(code)
     if cls is None:
         return None
-    return cls(f"closed {code}: {reason or cls.code}", status=cls.status)
+    return cls(f"closed {code}: {reason or cls.code}", status=cls.status, close_code=code)

@@ -75,13 +75,14 @@ class _Pace:
 class Subscriber:
     """One user's notifications from ``base_url`` (``http(s)://host:port``), from ``since_seq`` on (None:
     from the moment of connecting). ``max_retries`` failed attempts in a row raise
-    :class:`ConnectionFailed` (None: retry for ever); ``params`` adds query parameters."""
+    :class:`ConnectionFailed` (None: retry for ever; 0: never reconnect); ``params`` adds query parameters;
+    ``connect_options`` go to ``websockets``' ``connect`` (``max_queue``, ``ssl``, ``local_addr``, ...)."""
 
     def __init__(self, base_url: str, token: Token, since_seq: int | None = None, *,
                  auth: Literal["header", "frame", "query"] = "header", catch_up: bool = True, ack: bool = True,
                  backoff: Backoff | None = None, max_retries: int | None = 10, ping_interval: float | None = 20.0,
                  open_timeout: float = 10.0, params: Mapping[str, str] | None = None,
-                 user_agent: str = "namaskah-notify-client") -> None:
+                 user_agent: str = "namaskah-notify-client", **connect_options: Any) -> None:
         self.base_url = http_base(base_url)
         scheme, rest = self.base_url.split("://", 1) if "://" in self.base_url else ("http", self.base_url)
         self.ws_url = f"{'wss' if scheme == 'https' else 'ws'}://{rest}/ws/notifications"
@@ -95,6 +96,7 @@ class Subscriber:
         self._open_timeout = open_timeout
         self._params = dict(params or {})
         self._user_agent = user_agent
+        self._connect_options = connect_options
         self._stream = Stream(since_seq)
         self._ws: ClientConnection | None = None
         self._pending: deque[Event] = deque()
@@ -285,9 +287,10 @@ class Subscriber:
             query["token"] = token
         headers = {"Authorization": f"Bearer {token}"} if token and self._auth == "header" else None
         url = self.ws_url + ("?" + urlencode(query) if query else "")
+        # No compression offer: the service never compresses (its frames are small and many).
         ws = await connect(url, additional_headers=headers, open_timeout=self._open_timeout,
                            ping_interval=self._ping_interval, ping_timeout=self._ping_interval,
-                           user_agent_header=self._user_agent)
+                           user_agent_header=self._user_agent, compression=None, **self._connect_options)
         try:
             if token and self._auth == "frame":
                 await ws.send(json.dumps({"type": "auth", "token": token}))
@@ -340,7 +343,9 @@ class Subscriber:
         else:
             raise exc
         if self._max_retries is not None and self._failures >= self._max_retries:
-            raise ConnectionFailed(f"cannot reach {self.ws_url} after {self._failures + 1} attempts: {reason}")
+            what = "cannot reach" if code is None else "lost the connection to"
+            raise ConnectionFailed(f"{what} {self.ws_url} after {self._failures + 1} attempts: {reason}",
+                                   status=status, close_code=code)
         delay = asked if asked is not None else self._backoff.delay(self._failures)
         self._failures += 1
         self._pending.append(Disconnected(code, reason, delay, self._failures, status))
