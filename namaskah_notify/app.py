@@ -32,6 +32,7 @@ from .hub import Hub
 from .limits import BodySizeLimit, handshake_limiter
 from .node import Node
 from .openapi import install as describe_api
+from .openapi import operation_id
 from .revocations import Revocations
 from .routes import admin, notifications, ops, verifications
 from .routes.edge import Edge
@@ -105,7 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
             await engine.dispose()
 
-    app = FastAPI(title="namaskah-notify", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="namaskah-notify", version="0.1.0", lifespan=lifespan,
+                  generate_unique_id_function=operation_id)
     if settings.allowed_origins:
         # The browser client embedded in the main web app calls the HTTP API from that origin too.
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],

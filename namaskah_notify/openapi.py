@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
@@ -184,6 +185,21 @@ _CODE = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_fo
 _HEADERS = {
     401: {"WWW-Authenticate": {"description": "`Bearer`", "required": True, "schema": {"type": "string"}}},
     429: {"Retry-After": {"description": "Seconds to wait.", "required": True, "schema": {"type": "string"}}},
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """A route's ``operationId`` is its function's name: ``list_notifications``, ``publish``, …"""
+    return route.name
+
+
+# What a started verification leads to, for clients and the fuzzer's stateful phase.
+VERIFICATION_LINKS = {
+    "get_verification": {"operationId": "get_verification", "parameters": {"verification_id": "$response.body#/id"}},
+    "cancel_verification": {"operationId": "cancel_verification",
+                            "parameters": {"verification_id": "$response.body#/id"}},
+    "fake_message": {"operationId": "fake_message", "description": "With the fake provider: deliver its SMS.",
+                     "requestBody": {"verification_id": "$response.body#/id", "text": "Your code is 481516"}},
 }
 
 

@@ -37,8 +37,9 @@ async def _visible(sms: SmsService, verification_id: str, caller: Identity) -> V
 
 
 @router.post("/verifications", status_code=status.HTTP_201_CREATED, response_model=api.Verification,
-             responses=api.errors((400, "The body is not JSON, or names a provider this server does not enable."),
-                                  401, 403, (409, "No SMS provider is enabled on this server."), 413, 422, 503))
+             responses={201: {"description": "Started: pending.", "links": api.VERIFICATION_LINKS},
+                        **api.errors((400, "The body is not JSON, or names a provider not enabled here."), 401, 403,
+                                     (409, "No SMS provider is enabled on this server."), 413, 422, 503)})
 async def start_verification(services: ServicesDep, _admin: AdminDep, body: StartVerificationBody) -> dict[str, Any]:
     """Start polling a provider for a user's SMS code; pending until received, expired or cancelled."""
     sms = _sms(services)

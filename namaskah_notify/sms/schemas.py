@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from ..schemas import UserId, iso, solid, stripped
 
@@ -26,6 +26,14 @@ def _rfc3339(value: Any) -> Any:
 
 
 DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
+
+def _json_number(value: Any) -> Any:
+    """A JSON integer, 60 or 60.0 alike; not the text "60" or true, which pydantic would also take."""
+    if isinstance(value, (str, bool)):
+        raise ValueError("must be a JSON integer")
+    return value
+
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +94,7 @@ class StartVerificationBody(_Body):
                                      **stripped(r"\+[0-9 ()-]{1,30}[0-9()-]|[0-9()-][0-9 ()-]{1,30}[0-9()-]"))
     provider: str | None = Field(default=None, min_length=1, max_length=32,
                                  description="One of the providers enabled on this server; default: the default one.")
-    ttl_s: StrictInt | None = Field(default=None, ge=1, le=86400)
+    ttl_s: Annotated[int, Field(ge=1, le=86400), BeforeValidator(_json_number)] | None = None
 
 
 class FakeMessageBody(_Body):
