@@ -1,5 +1,5 @@
 """A notification server written the naive way: the negative control of the slow-consumer run
-(docs/reliability.md, item 9), so that ``soak.py slow --target naive`` can show that the measurement fails
+(docs/reliability.md, item 9), so that ``python -m loadtest.soak slow --target naive`` can show that the measurement fails
 when it should.
 
 It is also the baseline ``bench.py`` measures our server against, in the same run.

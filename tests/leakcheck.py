@@ -72,7 +72,7 @@ RECORD = Record()
 @contextlib.contextmanager
 def keep_files(folder: Path, pattern: str, into: Path) -> Iterator[None]:
     """Hard-link each file matching ``pattern`` under ``folder`` into ``into`` as soon as it appears, and
-    record the links: a program that deletes its scratch folder on exit (``loadtest/bench.py``) leaves its
+    record the links: a program that deletes its scratch folder on exit (``python -m loadtest.bench``) leaves its
     server's whole output behind to scan."""
     stop = threading.Event()
 
