@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # HTTP.
     max_body_bytes: int = Field(default=262144, ge=1024)
     stats_public: bool = True  # false: /ws/stats needs an admin token
+    stats_require_admin: bool = False  # the older name for stats_public=false; still honoured
     metrics_require_admin: bool = False
 
     # Storage.

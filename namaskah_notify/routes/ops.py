@@ -27,7 +27,8 @@ async def ws_stats(services: ServicesDep, request: Request) -> dict[str, Any]:
     Cheap at any size: the live nodes' heartbeats (one small hash each) and their own counters; users
     with tabs on two nodes count once on each. With the broker down, ``status`` is ``degraded`` and the
     figures are this node's."""
-    optional_admin(services, request, not services.settings.stats_public)
+    settings = services.settings
+    optional_admin(services, request, not settings.stats_public or settings.stats_require_admin)
     broker = services.broker
     here = {"id": services.node.node_id, **services.node.info(), "heartbeat_age_s": 0.0}
     nodes = [here]
