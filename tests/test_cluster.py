@@ -207,6 +207,10 @@ async def test_redis_outage_loses_nothing(make_server, postgres, redis_server) -
             assert (await recv_json(tab))["data"]["seq"] == 4
             await tab.send("ping")
             assert await asyncio.wait_for(tab.recv(), 5) == "pong"
+    for node in (a, b):  # one line when the broker goes down and one when it is back, whatever was published
+        log = node.output()
+        assert "Traceback" not in log
+        assert log.count("broker down:") == 1 and log.count("broker up: redis reachable again") == 1, log[-3000:]
     print(f"\nredis outage: 0 lost; other node's tab caught up {recovered_s:.2f}s after Redis restarted")
 
 

@@ -9,6 +9,8 @@ import json
 import os
 import signal
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import pytest
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import PostgresDatabase, RedisServer, ServerProcess, eventually, new_user, recv_json, recv_until
+from .conftest import ROOT, PostgresDatabase, RedisServer, ServerProcess, eventually, new_user, recv_json, recv_until
 from .test_cluster import cluster_env
 from .test_websocket import expect_close
 
@@ -235,8 +237,9 @@ async def test_a_revocation_on_a_node_with_a_skewed_clock_is_never_skipped(
 
 async def test_a_live_tab_far_behind_is_filled_completely_and_in_order(
         make_server, postgres: PostgresDatabase, redis_server: RedisServer) -> None:
-    """Redis down while 30 notifications are stored for a user whose tab is on the other node, with a replay
-    limit of 10: once Redis is back, the tab gets all 30 and the next one, in order, with no gap."""
+    """Redis down (which /metrics and the `notify stats` dashboard say) while 30 notifications are stored for
+    a user whose tab is on the other node, with a replay limit of 10: once Redis is back, the tab gets all
+    30 and the next one, in order, with no gap."""
     env = cluster_env(postgres, redis_server, NOTIFY_REPLAY_LIMIT=10, NOTIFY_RECONCILE_INTERVAL_S=60)
     a, b = make_server(**env), make_server(**env)
     user = new_user()
@@ -244,6 +247,10 @@ async def test_a_live_tab_far_behind_is_filled_completely_and_in_order(
         await recv_json(tab)
         redis_server.stop()
         await eventually(lambda: stats(a)["status"] == "degraded")
+        assert "notify_broker_up 0.0" in httpx.get(f"{a.url}/metrics").text
+        dashboard = subprocess.run([sys.executable, "-m", "cli", "stats", "--url", a.url, "--iterations", "1"],
+                                   capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert "broker down" in dashboard.stdout, dashboard.stdout + dashboard.stderr
         for i in range(30):
             assert a.publish(user, f"while down {i}").status_code == 201
         redis_server.start()
