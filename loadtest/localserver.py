@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 from websockets.asyncio.client import connect
@@ -152,7 +152,7 @@ class ServerProcess:
         values["data_dir"] = self.data_dir
         return Settings(**values)
 
-    def start(self, timeout: float = 60) -> ServerProcess:
+    def start(self, timeout: float = 60) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.process = spawn(self.command(), url=self.url, log_path=self.log_path, env=self.env, cpu=self.cpu,

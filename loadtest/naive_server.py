@@ -1,6 +1,6 @@
 """A notification server written the naive way: the negative control of the slow-consumer run
-(docs/reliability.md, item 9), so that ``python -m loadtest.soak slow --target naive`` can show that the measurement fails
-when it should.
+(docs/reliability.md, item 9), so that ``python -m loadtest.soak slow --target naive`` can show that the
+measurement fails when it should.
 
 It is also the baseline ``bench.py`` measures our server against, in the same run.
 

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from websockets.asyncio.client import ClientConnection
@@ -37,10 +37,9 @@ class ServerProcess(localserver.ServerProcess):
     """The harness's server process, with its output file and every token it mints recorded for the leak
     check."""
 
-    def start(self, timeout: float = 30) -> ServerProcess:
+    def start(self, timeout: float = 30) -> Self:
         RECORD.server(self.log_path, self.data_dir)
-        super().start(timeout)
-        return self
+        return super().start(timeout)
 
     def token(self, user: str, *, admin: bool = False, ttl: float = 3600, **claims: Any) -> str:
         return RECORD.token(super().token(user, admin=admin, ttl=ttl, **claims))

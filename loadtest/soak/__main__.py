@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         import uvloop  # the load generator is the first thing to run out of CPU here: the faster loop
 
-        run: Callable[[Awaitable[Any]], Any] = uvloop.run
+        run: Callable[[Coroutine[Any, Any, Any]], Any] = uvloop.run
     except ImportError:
         run = asyncio.run
     if args.scenario == "handshake-burst":
@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in chosen:
         scenario, _help, options = SCENARIOS[name]
         values = {keyword: getattr(args, keyword, default) for _flag, keyword, _kind, default, _help in options}
-        run(scenario(root, **values))
+
+        async def one(scenario: Callable[..., Awaitable[Any]] = scenario, values: dict[str, Any] = values) -> Any:
+            return await scenario(root, **values)
+
+        run(one())
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -23,6 +23,7 @@ import httpx
 from ._retry import RETRYABLE_ERRORS, RetryPolicy
 from .errors import ConnectionFailed, NotifyClientError, from_answer
 
+T = TypeVar("T")
 Item = dict[str, Any]
 Items = list[Item]  # an alias: the clients' method ``list`` would shadow the builtin in their annotations
 
@@ -34,8 +35,19 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
+def _object(response: httpx.Response) -> Item:
+    body = response.json()
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object from {response.request.url.path}")
+    return body
+
+
+def _items(response: httpx.Response) -> Items:
+    return list(_object(response)["items"])
+
+
 @dataclass(frozen=True, slots=True)
-class Call:
+class Call(Generic[T]):
     """One API request, independent of how it is sent; ``read`` turns a success answer into the result."""
 
     method: str
@@ -43,12 +55,12 @@ class Call:
     json: Any = None
     params: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
-    read: Callable[[httpx.Response], Any] = field(default=_json)
+    read: Callable[[httpx.Response], T] = field(default=_json)
 
     def headers(self) -> dict[str, str]:
         return {"Idempotency-Key": self.idempotency_key} if self.idempotency_key else {}
 
-    def result(self, response: httpx.Response) -> Any:
+    def result(self, response: httpx.Response) -> T:
         if response.status_code >= 400:
             raise from_answer(response.status_code, _json(response))
         return self.read(response)
@@ -84,51 +96,51 @@ def _publish_body(audience: dict[str, Any], title: str, message: str, type: str 
 
 # -- the calls, once for both clients ---------------------------------------------------------------------
 def publish_call(user_id: str, title: str, message: str, type: str | None, link: str | None,
-                 meta: Mapping[str, Any] | None, key: str | None, fields: Mapping[str, Any]) -> Call:
+                 meta: Mapping[str, Any] | None, key: str | None, fields: Mapping[str, Any]) -> Call[Item]:
     body = _publish_body({"user_id": user_id}, title, message, type, link, meta, fields)
-    return Call("POST", "/api/notifications", body, idempotency_key=_key(key))
+    return Call("POST", "/api/notifications", body, idempotency_key=_key(key), read=_object)
 
 
 def publish_many_call(user_ids: list[str], title: str, message: str, type: str | None, link: str | None,
-                      meta: Mapping[str, Any] | None, key: str | None, fields: Mapping[str, Any]) -> Call:
+                      meta: Mapping[str, Any] | None, key: str | None, fields: Mapping[str, Any]) -> Call[Items]:
     body = _publish_body({"user_ids": list(user_ids)}, title, message, type, link, meta, fields)
-    return Call("POST", "/api/notifications", body, idempotency_key=_key(key), read=lambda r: r.json()["items"])
+    return Call("POST", "/api/notifications", body, idempotency_key=_key(key), read=_items)
 
 
 def broadcast_call(title: str, message: str, type: str | None, link: str | None, meta: Mapping[str, Any] | None,
-                   key: str | None, fields: Mapping[str, Any]) -> Call:
+                   key: str | None, fields: Mapping[str, Any]) -> Call[int]:
     body = _publish_body({"broadcast": True}, title, message, type, link, meta, fields)
     return Call("POST", "/api/notifications", body, idempotency_key=_key(key), read=lambda r: int(r.json()["count"]))
 
 
 def sms_inbound_call(user_id: str, verification_id: str, service: str, code: str, message_id: str | None,
-                     key: str | None) -> Call:
+                     key: str | None) -> Call[Item]:
     body = {"user_id": user_id, "verification_id": verification_id, "service": service, "code": code}
     if message_id is not None:
         body["message_id"] = message_id
-    return Call("POST", "/api/sms/inbound", body, idempotency_key=_key(key))
+    return Call("POST", "/api/sms/inbound", body, idempotency_key=_key(key), read=_object)
 
 
-def list_call(limit: int, before_seq: int | None, since_seq: int | None) -> Call:
+def list_call(limit: int, before_seq: int | None, since_seq: int | None) -> Call[Item]:
     params: dict[str, Any] = {"limit": limit}
     if before_seq is not None:
         params["before_seq"] = before_seq
     if since_seq is not None:
         params["since_seq"] = since_seq
-    return Call("GET", "/api/notifications", params=params)
+    return Call("GET", "/api/notifications", params=params, read=_object)
 
 
-UNREAD_COUNT = Call("GET", "/api/notifications/unread-count", read=lambda r: int(r.json()["unread_count"]))
-READ_ALL = Call("POST", "/api/notifications/read-all", read=lambda r: int(r.json()["unread_count"]))
-STATS = Call("GET", "/ws/stats")
-METRICS = Call("GET", "/metrics", read=lambda r: r.text)
+UNREAD_COUNT: Call[int] = Call("GET", "/api/notifications/unread-count", read=lambda r: int(r.json()["unread_count"]))
+READ_ALL: Call[int] = Call("POST", "/api/notifications/read-all", read=lambda r: int(r.json()["unread_count"]))
+STATS: Call[Item] = Call("GET", "/ws/stats", read=_object)
+METRICS: Call[str] = Call("GET", "/metrics", read=lambda r: r.text)
 
 
-def mark_read_call(notification_id: str) -> Call:
-    return Call("POST", f"/api/notifications/{_segment(notification_id)}/read")
+def mark_read_call(notification_id: str) -> Call[Item]:
+    return Call("POST", f"/api/notifications/{_segment(notification_id)}/read", read=_object)
 
 
-def delete_call(notification_id: str) -> Call:
+def delete_call(notification_id: str) -> Call[None]:
     return Call("DELETE", f"/api/notifications/{_segment(notification_id)}", read=lambda _r: None)
 
 
@@ -146,7 +158,7 @@ class _Client:
         self.retry = retry or RetryPolicy()
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def _failed(self, call: Call, exc: Exception, attempts: int) -> NotifyClientError:
+    def _failed(self, call: Call[Any], exc: Exception, attempts: int) -> NotifyClientError:
         what = "refused" if isinstance(exc, httpx.ConnectError) else (str(exc) or type(exc).__name__)
         return ConnectionFailed(f"{call.method} {self.base_url}{call.path}: {what} (after {attempts} attempts)")
 
@@ -174,7 +186,7 @@ class AsyncNotifyClient(_Client):
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def call(self, call: Call) -> Any:
+    async def call(self, call: Call[T]) -> T:
         """Send ``call``, retrying as the policy says; its result, or the error answer as an exception."""
         attempt = 0
         while True:
@@ -270,7 +282,7 @@ class NotifyClient(_Client):
     def close(self) -> None:
         self._http.close()
 
-    def call(self, call: Call) -> Any:
+    def call(self, call: Call[T]) -> T:
         """Send ``call``, retrying as the policy says; its result, or the error answer as an exception."""
         attempt = 0
         while True:

@@ -40,7 +40,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Literal
 from urllib.parse import urlencode
 
@@ -153,7 +153,7 @@ class Subscriber:
                 if isinstance(event, NotificationReceived):
                     yield event.data
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncGenerator[Event, None]:
         """Every event, in the order the server sent them; ends on close 1000 or ``aclose()``."""
         if self._iterating:
             raise RuntimeError("this Subscriber is being iterated already")
@@ -193,6 +193,7 @@ class Subscriber:
             await self._drop()
 
     async def _handle(self, text: str) -> AsyncIterator[Event]:
+        event: Event | Resync | None
         try:
             event = self._stream.feed(text)
         except SequenceError:
@@ -202,8 +203,8 @@ class Subscriber:
                 yield filled
             event = self._stream.feed(text)  # raises again when HTTP could not fill the gap either
         if isinstance(event, Resync):
-            async for filled in self._resync(event.last_seq):
-                yield filled
+            async for caught_up in self._resync(event.last_seq):
+                yield caught_up
             return
         if event is None:
             return
