@@ -32,6 +32,7 @@ from namaskah_notify.client import (
     NotFound,
     NotificationReceived,
     NotifyClient,
+    NotifyClientError,
     Read,
     Resumed,
     Resynced,
@@ -116,8 +117,6 @@ async def test_async_client_publishes_broadcasts_and_reads(make_server) -> None:
 def test_errors_are_named_after_the_codes(server: ServerProcess, tmp_path: Path) -> None:
     """A bad token is Unauthorized, a user's token publishing is Forbidden, a blank title is InvalidRequest,
     a delete the server has no route for is NotFound, and all derive from one base class."""
-    from namaskah_notify.client import NotifyClientError
-
     with pytest.raises(Unauthorized) as refused, NotifyClient(server.url, "not.a.jwt") as api:
         api.unread_count()
     assert refused.value.status == 401 and refused.value.code == "unauthorized"
