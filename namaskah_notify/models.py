@@ -14,12 +14,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.sql import expression
 
 metadata = MetaData()
 
@@ -39,11 +41,45 @@ notifications = Table(
     Column("read_at", DateTime(timezone=True), nullable=True),
     # Providers retry webhooks; a repeated message id must not make a second notification.
     Column("dedupe_key", String(300), nullable=True, unique=True),
+    # After ``expires_at`` a notification is neither pushed, replayed nor listed, and the pruner removes it.
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("priority", String(8), nullable=False, server_default="normal"),
+    # A newer notification with the same collapse key for the same user replaces this one: ``replaced``
+    # hides it from lists, and it no longer counts as unread.
+    Column("collapse_key", String(64), nullable=True),
+    Column("replaced", Boolean, nullable=False, server_default=expression.false()),
     UniqueConstraint("user_id", "seq", name="uq_notifications_user_seq"),
 )
 
 # The unread badge is read on every connect and every read event: count it from an index alone.
 Index("ix_notifications_user_unread", notifications.c.user_id, notifications.c.is_read, notifications.c.seq)
+# The pruner's two ways in: by age, and by expiry.
+Index("ix_notifications_created_at", notifications.c.created_at)
+Index("ix_notifications_expires_at", notifications.c.expires_at)
+# Replacing the older notification with the same collapse key.
+Index("ix_notifications_user_collapse", notifications.c.user_id, notifications.c.collapse_key)
+
+# Every user the service knows: anyone who ever connected or was notified. A broadcast reaches them all.
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+)
+
+# A publisher's ``Idempotency-Key`` (scoped to its token's ``sub``) and the first answer it got: a repeat
+# with the same body within the TTL is answered the same; the pruner removes expired keys.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("publisher", String(128), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+)
 
 user_seqs = Table(
     "user_seqs",
