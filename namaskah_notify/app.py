@@ -21,7 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from .auth import TokenVerifier
+from .auth import TokenVerifier, require_audience
 from .brokers import create_broker
 from .config import Settings
 from .db import create_engine, upgrade_schema
@@ -33,6 +33,7 @@ from .limits import BodySizeLimit, handshake_limiter
 from .node import Node
 from .openapi import install as describe_api
 from .openapi import operation_id
+from .pageheaders import PageHeaders
 from .revocations import Revocations
 from .routes import admin, notifications, ops, verifications
 from .routes.edge import Edge
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; a bad configuration (short secret, unknown broker) fails here, before serving."""
     settings = settings or Settings()
     verifier = TokenVerifier(settings)
+    require_audience(settings)
     node_id = settings.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     broker = create_broker(settings.broker_url, node_id, settings.node_ttl_s)
     check_settings(settings)
@@ -106,13 +108,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             store.close()
             await engine.dispose()
 
+    docs = settings.docs  # NOTIFY_DOCS=false: the API's description is not served
     app = FastAPI(title="namaskah-notify", version="0.1.0", lifespan=lifespan,
-                  generate_unique_id_function=operation_id)
+                  generate_unique_id_function=operation_id, docs_url="/docs" if docs else None,
+                  redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     if settings.allowed_origins:
         # The browser client embedded in the main web app calls the HTTP API from that origin too.
         app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(PageHeaders)  # CSP and the rest for / and /static
     app.add_middleware(Edge)  # outermost: sockets and backends' publishes skip the HTTP layers entirely
     app.include_router(notifications.router)
     app.include_router(admin.router)

@@ -1,27 +1,35 @@
 """JSON Web Tokens: the signing key, verification for the server, minting for the CLI and tests.
 
 All use of PyJWT lives here, and its errors become :class:`AuthError` with a reason a client can show.
-Imports ``config`` and ``errors``.
+A token's ``scope`` claim (space-separated, OAuth style) says which privileged routes it may call:
+:data:`PUBLISH`, :data:`WEBHOOK`, :data:`ADMIN` (everything; what ``role: "admin"`` means). Every token
+acts for its own user (``sub``) whatever its scopes. Imports ``config``, ``errors`` and ``secretfile``.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jwt
 
 from .config import Settings
 from .errors import AuthError
+from .secretfile import read_or_create
 
 SECRET_FILE = "jwt_secret"
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 8192
 _HMAC = {"HS256", "HS384", "HS512"}
 _ASYMMETRIC = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+PUBLISH = "notify:publish"  # publish to users, and broadcast
+WEBHOOK = "notify:webhook"  # POST /api/sms/inbound only
+ADMIN = "notify:admin"  # everything
+SCOPES = (PUBLISH, WEBHOOK, ADMIN)
+MAX_SCOPES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,32 +37,29 @@ class Identity:
     """Who a verified token speaks for."""
 
     user_id: str
-    is_admin: bool
+    is_admin: bool  # role admin, or the notify:admin scope
     expires_at: float
     issued_at: float | None = None  # the iat claim, for revocation
+    scopes: frozenset[str] = field(default_factory=frozenset)
+
+    def allows(self, scope: str) -> bool:
+        """May this token call a route that needs ``scope``? An admin may call every route."""
+        return self.is_admin or scope in self.scopes
 
 
 def load_or_create_secret(data_dir: Path) -> str:
-    """The embedded default's HMAC secret: made once, kept in the data folder with mode 0600."""
-    path = data_dir / SECRET_FILE
-    if path.exists():
-        return path.read_text().strip()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    # Written whole under a private name, then linked into place: processes starting together on one
-    # data folder all end up with the one secret that won, never a half-written file.
-    scratch = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
-    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_urlsafe(48) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    try:
-        os.link(scratch, path)
-    except FileExistsError:
-        pass
-    finally:
-        scratch.unlink()
-    return path.read_text().strip()
+    """The embedded default's HMAC secret: made once, kept in the data folder with mode 0600; a secret
+    file that group or others may read is refused (``secretfile.UnsafeSecretFile``)."""
+    made = read_or_create(data_dir / SECRET_FILE, lambda: (secrets.token_urlsafe(48) + "\n").encode())
+    return made.decode().strip()
+
+
+def require_audience(settings: Settings) -> None:
+    """Public-key tokens come from another service, whose key may sign tokens for others too: without an
+    audience to check, any of them would be accepted here. Refuse to start instead."""
+    if set(settings.jwt_algorithms) & _ASYMMETRIC and not settings.jwt_audience:
+        raise ValueError("NOTIFY_JWT_AUDIENCE is required with public-key algorithms "
+                         f"({','.join(settings.jwt_algorithms)}): set it to the aud your tokens carry for this service")
 
 
 def _verification_key(settings: Settings) -> str | bytes:
@@ -176,7 +181,21 @@ def _identity(claims: dict) -> Identity:
         raise AuthError("token exp invalid")
     iat = claims.get("iat")
     issued = float(iat) if isinstance(iat, int | float) and not isinstance(iat, bool) else None
-    return Identity(user_id=user, is_admin=claims.get("role") == "admin", expires_at=float(exp), issued_at=issued)
+    scopes = _scopes(claims.get("scope"))
+    admin = claims.get("role") == "admin" or ADMIN in scopes
+    if admin:
+        scopes |= {ADMIN}
+    return Identity(user_id=user, is_admin=admin, expires_at=float(exp), issued_at=issued, scopes=frozenset(scopes))
+
+
+def _scopes(claim: object) -> set[str]:
+    """The ``scope`` claim: space-separated (RFC 8693), or a list of strings as some issuers send."""
+    if claim is None:
+        return set()
+    names = claim.split() if isinstance(claim, str) else claim if isinstance(claim, list) else None
+    if names is None or len(names) > MAX_SCOPES or not all(isinstance(name, str) for name in names):
+        raise AuthError("token scope invalid")
+    return set(names)
 
 
 def mint_token(
@@ -185,6 +204,7 @@ def mint_token(
     *,
     admin: bool = False,
     ttl_s: float = 3600,
+    scopes: Sequence[str] = (),
     extra: dict | None = None,
 ) -> str:
     """Sign an HS256-family token with the service's own secret (for the CLI, demos and tests)."""
@@ -195,6 +215,8 @@ def mint_token(
     claims: dict = {"sub": user_id, "iat": now, "exp": now + int(ttl_s)}
     if admin:
         claims["role"] = "admin"
+    if scopes:
+        claims["scope"] = " ".join(scopes)
     if settings.jwt_audience:
         claims["aud"] = settings.jwt_audience
     if settings.jwt_issuer:

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     jwt_leeway_s: float = Field(default=10.0, ge=0, le=300)
+    # POST /api/sms/inbound also accepts X-Notify-Signature made with this (webhooks.py).
+    webhook_secret: SecretStr | None = Field(default=None, min_length=16)
 
     # WebSocket limits (contract section 2).
     allowed_origins: CommaList = []
@@ -59,6 +61,7 @@ class Settings(BaseSettings):
     stats_public: bool = True  # false: /ws/stats needs an admin token
     stats_require_admin: bool = False  # the older name for stats_public=false; still honoured
     metrics_require_admin: bool = False
+    docs: bool = True  # false: no /docs, /redoc or /openapi.json
 
     # Storage.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"

@@ -42,13 +42,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """An engine for ``settings``; SQLite gets WAL, a busy timeout and the configured durability."""
     url = make_url(settings.resolved_database_url)
     if url.get_backend_name() != "sqlite":
-        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+        return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True,
                                    json_serializer=_dumps, json_deserializer=orjson.loads)
 
     if url.database and url.database != ":memory:":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # hide_parameters: a failed statement's error (and so a log line) never shows the values it carried.
     engine = create_async_engine(url, connect_args={"timeout": 30}, json_serializer=_dumps,
-                                 json_deserializer=orjson.loads)
+                                 json_deserializer=orjson.loads, hide_parameters=True)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

@@ -4,7 +4,9 @@ Routes map errors in one place (``app.py`` for HTTP, ``routes/websocket.py`` for
 
     NotifyError                      500 / 1011  internal
     ├── AuthError                    401 / 4401  unauthorized   missing, invalid or expired token
-    ├── Forbidden                    403 / 4403  forbidden      not admin, or Origin not allowed
+    │   └── BadSignature             401 / -     bad_signature  a webhook's X-Notify-Signature is missing or wrong
+    ├── Forbidden                    403 / 4403  forbidden      Origin not allowed
+    │   └── InsufficientScope        403 / -     insufficient_scope  the token lacks the scope the route needs
     ├── NotFound                     404 / -     not_found      not there, or not the caller's
     ├── Conflict                     409 / -     conflict       not in a state that allows it
     ├── ProtocolError                400 / -     bad_json, unknown_type, bad_frame, ...
@@ -44,6 +46,14 @@ class Forbidden(NotifyError):
     code = "forbidden"
 
 
+class BadSignature(AuthError):
+    code = "bad_signature"
+
+
+class InsufficientScope(Forbidden):
+    code = "insufficient_scope"
+
+
 class NotFound(NotifyError):
     status = 404
     close_code = 1008
@@ -77,6 +87,14 @@ class Unstorable(NotifyError):
     status = 422
     close_code = 1011
     code = "unstorable"
+
+
+class IdempotencyMismatch(NotifyError):
+    """An ``Idempotency-Key`` seen before with a different body."""
+
+    status = 422
+    close_code = 1008
+    code = "idempotency_mismatch"
 
 
 class TooManyConnections(NotifyError):

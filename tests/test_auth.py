@@ -499,9 +499,9 @@ async def test_rs256_server(make_server, tmp_path):
     private, public = _rsa_pair()
     pem = tmp_path / "app-public.pem"
     pem.write_text(public)
-    dedicated = make_server(NOTIFY_JWT_ALGORITHMS="RS256", NOTIFY_JWT_PUBLIC_KEY=str(pem))
+    dedicated = make_server(NOTIFY_JWT_ALGORITHMS="RS256", NOTIFY_JWT_PUBLIC_KEY=str(pem), NOTIFY_JWT_AUDIENCE="notify")
     user = new_user()
-    hello = await _connected(dedicated, jwt.encode(_claims(user), private, algorithm="RS256"))
+    hello = await _connected(dedicated, jwt.encode(_claims(user, aud="notify"), private, algorithm="RS256"))
     assert hello["user_id"] == user
     forged = _hs256_with_key(_claims(user), public.encode())
     assert "algorithm" in await _refused(dedicated, forged)
@@ -614,7 +614,7 @@ async def test_public_key_as_hmac_secret_over_http(make_server, tmp_path):
     private, public = _rsa_pair()
     pem = tmp_path / "app-public.pem"
     pem.write_text(public)
-    dedicated = make_server(NOTIFY_JWT_ALGORITHMS="RS256", NOTIFY_JWT_PUBLIC_KEY=str(pem))
+    dedicated = make_server(NOTIFY_JWT_ALGORITHMS="RS256", NOTIFY_JWT_PUBLIC_KEY=str(pem), NOTIFY_JWT_AUDIENCE="notify")
     user = new_user()
     url = f"{dedicated.url}/api/notifications"
     forged = _hs256_with_key(_claims(user, role="admin"), public.encode())
@@ -623,7 +623,7 @@ async def test_public_key_as_hmac_secret_over_http(make_server, tmp_path):
         assert response.status_code == 401 and "algorithm" in response.json()["detail"]
         spoof = httpx.post(url, json={"user_id": user, "title": "x"}, headers={"Authorization": f"Bearer {token}"})
         assert spoof.status_code == 401
-    real = jwt.encode(_claims(user), private, algorithm="RS256")
+    real = jwt.encode(_claims(user, aud="notify"), private, algorithm="RS256")
     assert httpx.get(url, headers={"Authorization": f"Bearer {real}"}).status_code == 200
 
 

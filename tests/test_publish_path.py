@@ -314,12 +314,14 @@ def test_missing_authorization_is_401_bearer(server: ServerProcess, path: str) -
 
 @pytest.mark.parametrize("path", ROUTES)
 def test_user_token_is_403(server: ServerProcess, path: str) -> None:
-    """A valid token without role admin gets 403 JSON on both routes."""
+    """A valid token without the route's scope gets 403 JSON naming the scope on both routes."""
     body = _valid_body(path)
     response = _raw_post(server, path, json.dumps(body).encode(), headers=server.user_headers(body["user_id"]))
     assert response.status_code == 403, response.text
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"detail": "this endpoint needs a token with role admin", "code": "forbidden"}
+    scope = "notify:publish" if path == PUBLISH else "notify:webhook"
+    assert response.json() == {"detail": f"this endpoint needs a token with the {scope} scope",
+                               "code": "insufficient_scope"}
 
 
 @pytest.mark.parametrize("path", ROUTES)
