@@ -5,21 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from .. import openapi as api
 from ..deps import PublisherDep, ServicesDep, UserDep, WebhookDep
 from ..errors import ProtocolError
 from ..schemas import PublishBody, SmsInboundBody
 from . import publish as publish_path
-
-# A publisher's retry of the same request: 1-200 visible ASCII characters, scoped to the token's subject.
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
-    description="A retry with the same key and body within NOTIFY_IDEMPOTENCY_TTL_S answers the first "
-                "answer again and stores nothing; the same key with another body is 422 "
-                "`idempotency_mismatch`.")]
-
 
 router = APIRouter(prefix="/api")
 MAX_SEQ = 2**63 - 1  # the database's integer; larger values would fail in the driver, not as a 422
@@ -77,13 +69,10 @@ async def read_one(services: ServicesDep, user: UserDep, notification_id: str) -
                                              "`{count, items}`; for a broadcast `{count}`.",
                               "model": api.Notification | api.Published | api.Broadcast},
                         **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
-async def publish(services: ServicesDep, publisher: PublisherDep, body: PublishBody,
-                  idempotency_key: IdempotencyKey = None) -> Response:
-    """Store and push a notification to one user, several, or every user the service knows: 201 with the
-    notification; for ``user_ids`` ``{"count","items"}``; for a broadcast ``{"count"}``. A repeat with the
-    same ``Idempotency-Key`` and body answers the first answer again and stores nothing."""
-    key = _key(publisher.user_id, idempotency_key, body)
-    return _json(await publish_path.publish(services, body, key))
+async def publish(services: ServicesDep, _publisher: PublisherDep, body: PublishBody) -> Response:
+    """Store and push a notification to one user, several, or every user connected right now: 201 with the
+    notification; for ``user_ids`` ``{"count","items"}``; for a broadcast ``{"count"}``."""
+    return _json(await publish_path.publish(services, body))
 
 
 @router.post("/sms/inbound", status_code=status.HTTP_201_CREATED, response_model=None, tags=["sms"],
@@ -91,19 +80,10 @@ async def publish(services: ServicesDep, publisher: PublisherDep, body: PublishB
                         200: {"description": "A repeated `message_id`: the first notification; nothing is pushed "
                                              "again.", "model": api.Notification},
                         **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
-async def sms_inbound(services: ServicesDep, caller: WebhookDep, body: SmsInboundBody,
-                      idempotency_key: IdempotencyKey = None) -> Response:
+async def sms_inbound(services: ServicesDep, _caller: WebhookDep, body: SmsInboundBody) -> Response:
     """A provider's webhook: an SMS code arrived for a verification; a retried ``message_id`` is 200. Needs
     ``notify:webhook``, or with ``NOTIFY_WEBHOOK_SECRET`` a valid ``X-Notify-Signature`` instead."""
-    key = _key(caller.user_id, idempotency_key, body)
-    return _json(await publish_path.sms_inbound(services, body, key))
-
-
-def _key(publisher: str, header: str | None, body: PublishBody | SmsInboundBody) -> publish_path.Key | None:
-    try:
-        return publish_path.idempotency_key(publisher, header, body)
-    except ValueError as exc:
-        raise ProtocolError(str(exc), code="bad_request") from None
+    return _json(await publish_path.sms_inbound(services, body))
 
 
 def _json(answer: publish_path.Answer) -> Response:
