@@ -14,8 +14,21 @@ import logging
 import re
 from typing import Any
 
-_QUERY_TOKEN = re.compile(r"((?:access_)?token=)[^&\s\"',]+", re.IGNORECASE)
-_JSON_TOKEN = re.compile(r'("(?:access_)?token"\s*:\s*")[^"]*', re.IGNORECASE)
+
+def _any_encoding(text: str) -> str:
+    """A regex for ``text`` however a URL may carry it: each character as itself or percent-encoded (in
+    either case of letter and of hex digit, and encoded again any number of times: ``%253D``)."""
+    parts = []
+    for char in text:
+        codes = sorted({f"{ord(char.lower()):02X}", f"{ord(char.upper()):02X}"})
+        parts.append(f"(?:{re.escape(char)}|" + "|".join(f"%(?:25)*{code}" for code in codes) + ")")
+    return "".join(parts)
+
+
+# ``token=`` and ``access_token=`` in any encoding: ``token%3D``, ``%74oken=``, ``ToKeN%3d``, ...
+_QUERY_TOKEN = re.compile(f"((?:{_any_encoding('access_')})?{_any_encoding('token=')})[^&\\s\"',]+", re.IGNORECASE)
+# A JSON field, or a Python dict's repr as an exception may show it.
+_JSON_TOKEN = re.compile(r"""(["'](?:access_)?token["']\s*:\s*["'])[^"']*""", re.IGNORECASE)
 # uvicorn's debug lines shorten long frames with "...", which breaks a JWT's three parts apart.
 _ELIDED_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.\.\.[A-Za-z0-9_.-]*")
 # A token's dots may come percent-encoded (``%2E``) in a query string, which uvicorn logs as it was sent.
@@ -34,9 +47,17 @@ def redact(text: str) -> str:
 class RedactTokens(logging.Filter):
     """Removes tokens from every record, attached to every handler. Access records keep their
     arguments (uvicorn's access formatter unpacks them); others are rendered, then redacted, since their
-    arguments may be objects (websockets' frames) whose text appears only when formatted."""
+    arguments may be objects (websockets' frames) whose text appears only when formatted. An exception's
+    text and traceback, and the stack information, are rendered here too and redacted: an exception may
+    quote a URL, a header or a frame."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _FORMATTER.formatException(record.exc_info)  # what every formatter would print
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         if record.name == "uvicorn.access" and isinstance(record.args, tuple):
             record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
             return True
@@ -45,6 +66,9 @@ class RedactTokens(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
+
+
+_FORMATTER = logging.Formatter()
 
 
 def logging_config(level: str = "info") -> dict[str, Any]:

@@ -823,12 +823,18 @@ function span(className, text) {
   return element;
 }
 
-/** Only same-site paths and http(s) links are followed (never javascript: and the like). */
+/**
+ * Only same-site paths and http(s) links are followed (never javascript: and the like). A link without a
+ * scheme must stay on this site: "//host", "/\host" (a backslash reads as "/") and the like are refused, and
+ * so is any backslash or control character (URL parsing drops tabs and newlines, which hides such tricks).
+ */
 export function safeLink(link) {
-  if (typeof link !== "string" || !link) return null;
+  if (typeof link !== "string" || !link || /[\\\u0000-\u001f\u007f]/.test(link)) return null;
   try {
     const url = new URL(link, window.location.href);
-    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+    if (url.protocol !== "http:" && url.protocol !== "https:") return null;
+    const absolute = /^\s*[a-z][a-z0-9+.-]*:/i.test(link);
+    return absolute || url.origin === window.location.origin ? url.href : null;
   } catch {
     return null;
   }
