@@ -4,7 +4,7 @@ tags, and what only the running configuration knows (the SMS providers it enable
 The models describe what the handlers build; a handler that already answers JSON text (the publishing
 routes) is described, not re-validated. ``tests/test_openapi.py`` holds description and server together by
 running an outside fuzzer against a live server. The WebSocket protocol is described in
-``docs/asyncapi.yaml``. Imports ``config`` and ``sms.providers``.
+``docs/asyncapi.yaml``. Imports ``config``, ``schemas`` and ``sms.providers``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from .config import Settings
+from .schemas import JSON_VALUE
 from .sms.providers import default_provider, offered
 
 DESCRIPTION = """\
@@ -257,7 +258,7 @@ def install(app: FastAPI, settings: Settings) -> None:
             schema = build()
             _, shared = models_json_schema([(m, "serialization") for m in (Error, ValidationFailed)],
                                            ref_template="#/components/schemas/{model}")
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(shared["$defs"])
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(shared["$defs"], JsonValue=JSON_VALUE)
             _offer_providers(schema["components"]["schemas"].get("StartVerificationBody"), settings)
         return app.openapi_schema  # type: ignore[return-value]
 

@@ -12,7 +12,16 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 # How the API description states the text rules (in JSON Schema only: validation stays pydantic's own).
 # Bodies strip Unicode White_Space before checking lengths and patterns (Rust's char::is_whitespace: neither
@@ -45,6 +54,26 @@ UserId = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_wh
                    Field(**stripped(solid(1, 128)))]
 # No backslash anywhere: browsers read one as "/" in http(s) URLs, so "/\evil.example" would leave the site.
 _LINK = re.compile(r"^(/(?!/)|https?://)[^\s<>\"'`\\]*$")
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    """Only the date-time the API description states, not the numbers and dates pydantic would also take."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time, e.g. 2025-01-01T12:00:00Z")
+    return value
+
+
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+# ``meta`` holds any JSON whose integers fit in 64 bits (what orjson, and so the store, can write).
+JSON_VALUE = {"description": "Any JSON value; integers within 64 bits.", "anyOf": [
+    {"type": ["string", "boolean", "null"]},
+    {"type": "integer", "minimum": -(2**63), "maximum": 2**64 - 1},
+    {"type": "number", "not": {"type": "integer"}},
+    {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+    {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+]}
 # The same rule over at most 2048 characters; its \s is Python's (a Python regex, run on the stripped text).
 _NOT_IN_LINK = r"\t\n\v\f\r\u001c-\u001f \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000<>\"'`\\"
 _LINK_BODY = (f"/|/[^/{_NOT_IN_LINK}][^{_NOT_IN_LINK}]{{0,2046}}|http://[^{_NOT_IN_LINK}]{{0,2041}}"
@@ -131,7 +160,9 @@ class PublishBody(_Body):
                       **stripped("[A-Za-z0-9_.:-]{1,64}"))
     link: str | None = Field(default=None, max_length=2048, description="A path (`/…`) or an http(s) URL.",
                              **stripped(_LINK_BODY))
-    meta: dict[str, Any] = Field(default_factory=dict, description="At most 32 keys and 4 KiB of JSON.")
+    meta: dict[str, Any] = Field(default_factory=dict, description="At most 32 keys and 4 KiB of JSON.",
+                                 json_schema_extra={"maxProperties": 32,
+                                                    "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}})
 
     @field_validator("link")
     @classmethod

@@ -21,6 +21,10 @@ from namaskah_notify.config import Settings
 from .conftest import ServerProcess, new_user
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+# The stateful phase follows the links the description declares. The links schemathesis would infer pair an
+# admin's publish with the same admin marking the notification read, a 404 by design (a notification is its
+# recipient's alone) that its "created resource not found" check would report.
+CONFIG = "[phases.stateful.inference]\nalgorithms = []\n"
 # The one operation that can lock the fuzzer out (it revokes the token it is called with) runs on its own,
 # after the rest.
 REVOKER = "disconnect_user"
@@ -28,8 +32,10 @@ REVOKER = "disconnect_user"
 
 def fuzz(server: ServerProcess, tmp_path: Path, *selection: str) -> None:
     """Run schemathesis with every check, a fixed seed and a bounded number of cases; fail with its report."""
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
     command = [
-        str(SCHEMATHESIS), "run", f"{server.url}/openapi.json", "--checks", "all",
+        str(SCHEMATHESIS), "--config-file", str(config), "run", f"{server.url}/openapi.json", "--checks", "all",
         "--header", f"Authorization: Bearer {server.token('ops', admin=True)}",
         "--seed", "20250101", "--max-examples", "40", "--workers", "1",
         "--generation-database", "none", "--no-color", "--report", "junit", "--report-dir", str(tmp_path),

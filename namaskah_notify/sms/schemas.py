@@ -4,30 +4,15 @@ HTTP bodies of ``routes/verifications.py``. Imports ``schemas`` (for ``iso`` and
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..schemas import UserId, iso, solid, stripped
+from ..schemas import DateTime, UserId, iso, solid, stripped
 
 Status = Literal["pending", "received", "expired", "cancelled"]
-_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-                      r"([Zz]|[+-][0-9]{2}:[0-9]{2})")
-
-
-def _rfc3339(value: Any) -> Any:
-    """Only the date-time the API description states, not the numbers and dates pydantic would also take."""
-    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
-        raise ValueError("must be an RFC 3339 date-time, e.g. 2025-01-01T12:00:00Z")
-    return value
-
-
-DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
-
-
 def _json_number(value: Any) -> Any:
     """A JSON integer, 60 or 60.0 alike; not the text "60" or true, which pydantic would also take."""
     if isinstance(value, (str, bool)):
