@@ -1,7 +1,7 @@
 """``notify``: the Typer app. Each command lives in its own module; this one only wires them together.
 
 Commands parse, call and render; a failure is one red line on stderr and a non-zero exit.
-Imports ``db``, ``listen``, ``send``, ``serve``, ``stats`` and ``tokens``.
+Imports ``db``, ``doctor``, ``listen``, ``send``, ``serve``, ``stats`` and ``tokens``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import typer
 from namaskah_notify import __version__
 
 from .db import db_app
+from .doctor import doctor
 from .listen import listen
 from .send import send_test
 from .serve import serve
@@ -47,4 +48,5 @@ app.command()(token)
 app.command()(listen)
 app.command("send-test")(send_test)
 app.command()(stats)
+app.command()(doctor)
 app.add_typer(db_app, name="db")

@@ -1,7 +1,8 @@
 """``notify send-test``: inject fake SMS events through ``POST /api/sms/inbound``, or, with
 ``--via-provider``, through the polling path (a verification plus a message in the fake provider's inbox).
 
-Mints a short-lived admin token from the local secret unless ``--token`` is given, posts ``--count``
+Mints a short-lived admin token from the local secret unless ``--token`` is given (or, with ``--sign``,
+signs each call with the webhook secret instead, as a provider would), posts ``--count``
 events at ``--rate`` per second with a progress bar through the Python client (``NotifyClient``, which
 retries 429, 503 and connection failures a few times), then prints a summary. Failures become one line
 that says what to do (:func:`explain`). Imports ``common``.
@@ -19,17 +20,29 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from namaskah_notify.client import Backoff, ConnectionFailed, NotifyClient, NotifyClientError, RetryPolicy
+from namaskah_notify.client import (
+    Backoff,
+    ConnectionFailed,
+    NotifyClient,
+    NotifyClientError,
+    RetryPolicy,
+    WebhookSigner,
+)
 
 from .common import DEFAULT_URL, CliError, DataDir, Url, err, fail, http_base, local_token, out
 
 # Statuses after which every further request would fail the same way.
 _FATAL = {401, 403, 404, 405, 413, 422}
+WebhookSecret = Annotated[str | None, typer.Option("--webhook-secret", envvar="NOTIFY_WEBHOOK_SECRET",
+                                                  help="The server's webhook secret, for --sign")]
 
 
 def explain(status: int, body: Any, base: str) -> str:
     """One line for a failed ``POST /api/sms/inbound``: what the server said and what to do."""
     detail = body.get("detail") if isinstance(body, dict) else None
+    if status == 401 and isinstance(body, dict) and body.get("code") == "bad_signature":
+        return (f"401 bad signature: {detail}; --sign needs the server's NOTIFY_WEBHOOK_SECRET "
+                "(--webhook-secret) and a clock within 300 s of the server's")
     if status == 401:
         return (f"401 unauthorized: {detail or 'token rejected'}; use an admin token made with this server's "
                 "secret (--data-dir / NOTIFY_DATA_DIR, NOTIFY_JWT_SECRET, or --token)")
@@ -90,6 +103,9 @@ def send_test(
                                               help="Admin token (default: minted from the local secret)")] = None,
     via_provider: Annotated[bool, typer.Option("--via-provider", help="Go through the SMS polling path: a "
                                                "verification and a message in the fake provider's inbox")] = False,
+    sign: Annotated[bool, typer.Option("--sign", help="Sign each call with the webhook secret "
+                                       "(X-Notify-Signature), as a provider does, instead of using a token")] = False,
+    webhook_secret: WebhookSecret = None,
     data_dir: DataDir = None,
 ) -> None:
     """Inject fake SMS events (POST /api/sms/inbound) as a provider's webhook would, or with
@@ -108,11 +124,20 @@ def send_test(
       notify send-test alice --count 200 --rate 50
 
       notify send-test alice --via-provider
+
+      NOTIFY_WEBHOOK_SECRET=... notify send-test alice --sign
     """
+    signer = None
     try:
         base = http_base(url)
         lifetime = 300 + int(count / (rate or 50))
-        admin = token or local_token(data_dir, "notify-cli", admin=True, ttl_s=lifetime)
+        if sign:
+            if via_provider:
+                raise CliError("--sign signs the webhook (POST /api/sms/inbound); --via-provider uses the admin API")
+            if not webhook_secret:
+                raise CliError("--sign needs the server's webhook secret: NOTIFY_WEBHOOK_SECRET or --webhook-secret")
+            signer = WebhookSigner(webhook_secret)
+        admin = token if sign else token or local_token(data_dir, "notify-cli", admin=True, ttl_s=lifetime)
     except CliError as exc:
         raise fail(exc.message, exc.exit_code) from None
     sent = failed = 0
@@ -121,7 +146,7 @@ def send_test(
     progress = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=err, transient=True, disable=count == 1)
     retry = RetryPolicy(attempts=3, backoff=Backoff(0.2, 1.0))
-    with NotifyClient(base, admin, retry=retry) as client, progress:
+    with NotifyClient(base, admin, retry=retry, auth=signer) as client, progress:
         task = progress.add_task("send", total=count)
         for index in range(count):
             if rate > 0:
@@ -136,7 +161,7 @@ def send_test(
                 raise fail(_connection_error(exc.__cause__, base)) from None
             except NotifyClientError as exc:
                 failed += 1
-                last_error = explain(exc.status, {"detail": exc.detail}, base)
+                last_error = explain(exc.status, {"detail": exc.detail, "code": exc.code}, base)
                 if exc.status in _FATAL or count == 1:
                     progress.stop()
                     raise fail(last_error) from None

@@ -50,6 +50,7 @@ from .events import (
     UnknownFrame,
 )
 from .http import AsyncNotifyClient, NotifyClient
+from .signing import WebhookSigner, sign
 from .subscriber import Subscriber
 
 __all__ = [
@@ -92,4 +93,6 @@ __all__ = [
     "Unavailable",
     "UnknownFrame",
     "Unstorable",
+    "WebhookSigner",
+    "sign",
 ]

@@ -167,15 +167,16 @@ class AsyncNotifyClient(_Client):
     """The service's HTTP API for asyncio code; ``async with`` closes its connection pool.
 
     ``token`` is a publisher's (admin) token for the publishing calls, a user's for the others;
-    ``transport`` is httpx's (a proxy, a local address, a test transport).
+    ``transport`` is httpx's (a proxy, a local address, a test transport); so is ``auth``
+    (``WebhookSigner(secret)`` signs each call, for a webhook without a token).
     """
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10.0,
                  retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, auth: httpx.Auth | None = None) -> None:
         super().__init__(base_url, token, retry)
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, transport=transport,
-                                       headers={**self._auth, **(headers or {})})
+                                       headers={**self._auth, **(headers or {})}, auth=auth)
 
     async def __aenter__(self) -> AsyncNotifyClient:
         return self
@@ -268,10 +269,10 @@ class NotifyClient(_Client):
 
     def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 10.0,
                  retry: RetryPolicy | None = None, headers: Mapping[str, str] | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
+                 transport: httpx.BaseTransport | None = None, auth: httpx.Auth | None = None) -> None:
         super().__init__(base_url, token, retry)
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
-                                  headers={**self._auth, **(headers or {})})
+                                  headers={**self._auth, **(headers or {})}, auth=auth)
 
     def __enter__(self) -> NotifyClient:
         return self
