@@ -80,7 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return hub.user_ids() if users is None else users
 
         dispatcher = Dispatcher(settings.resolved_database_url, store, broker, stats, presence,
-                                sqlite_synchronous=settings.sqlite_synchronous)
+                                sqlite_synchronous=settings.sqlite_synchronous,
+                                idempotency_ttl_s=settings.idempotency_ttl_s)
         await dispatcher.start()
         node = Node(node_id, hub, store, broker, stats, revocations,
                     reconcile_interval_s=settings.reconcile_interval_s)

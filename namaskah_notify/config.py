@@ -65,6 +65,8 @@ class Settings(BaseSettings):
 
     # Storage.
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "FULL"
+    # How long a publisher's Idempotency-Key answers a repeat; then the key may be used afresh.
+    idempotency_ttl_s: float = Field(default=86400.0, gt=0)
 
     # SMS verifications polled at providers (``sms/``, docs/sms.md).
     sms_poll_interval_s: float = Field(default=2.0, gt=0, le=300)
@@ -85,6 +87,13 @@ class Settings(BaseSettings):
     sms_http_text_field: str = "text"
     sms_http_received_field: str = "received_at"  # ISO-8601 or epoch seconds; optional in each message
     sms_http_timeout_s: float = Field(default=5.0, gt=0, le=120)
+
+    # Retention (``retention.py``): what the pruner keeps, and how it deletes the rest.
+    retention_days: float = Field(default=90.0, ge=0)  # 0: no age limit
+    max_per_user: int = Field(default=1000, ge=0)  # the newest kept per user; 0: no limit
+    prune_interval_s: float = Field(default=3600.0, ge=0)  # 0: no background pruning (``notify prune`` only)
+    prune_batch: int = Field(default=500, ge=1, le=10000)  # rows per transaction
+    prune_pause_s: float = Field(default=0.02, ge=0)  # between transactions, so writers get their turn
 
     log_level: str = "info"
     # The browser client and demo dashboard; by default the repository's ``static/`` folder.

@@ -1,4 +1,4 @@
-"""Store, then publish: the one way a notification or a read event enters the system.
+"""Store, then publish: the one way a notification, or a read, unread or deleted event, enters the system.
 
 A publish goes straight down one line: the route's :class:`Content` becomes a ``Write`` for the writer;
 the writer commits it (grouped with whatever else is queued) and hands it to :meth:`Dispatcher._push`
@@ -9,18 +9,21 @@ Imports ``brokers``, ``errors``, ``protocol``, ``schemas``, ``stats``, ``store``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from . import protocol
 from .brokers import Broker, Frame, Message, Push
 from .errors import NotFound
-from .schemas import Content, Notification
+from .schemas import Content, Notification, utcnow
 from .stats import Stats
 from .store import Store
-from .writer import Stored, Write, Writer, create_writer, sms_dedupe_key
+from .writer import Idempotency, Stored, Write, Writer, create_writer, sms_dedupe_key
 
 log = logging.getLogger("namaskah_notify.dispatcher")
+DELETED_IDS_PER_FRAME = 1000
 
 SMS_TITLE = "📱 SMS Code Received"
 SMS_TYPE = "sms_received"
@@ -28,31 +31,79 @@ SMS_TYPE = "sms_received"
 
 class Dispatcher:
     def __init__(self, database_url: str, store: Store, broker: Broker, stats: Stats,
-                 presence: Callable[[], Awaitable[list[str]]], *, sqlite_synchronous: str = "FULL") -> None:
+                 presence: Callable[[], Awaitable[list[str]]], *, sqlite_synchronous: str = "FULL",
+                 idempotency_ttl_s: float = 86400.0) -> None:
         self._store = store
         self._broker = broker
         self._stats = stats
         self._presence = presence
-        self._writer: Writer = create_writer(database_url, self._push, sqlite_synchronous=sqlite_synchronous)
+        self._writer: Writer = create_writer(database_url, self._push, sqlite_synchronous=sqlite_synchronous,
+                                             idempotency_ttl_s=idempotency_ttl_s)
+        self._seen: set[str] = set()
+        self._seen_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self._writer.start()
+        self._seen_task = asyncio.create_task(self._record_seen(), name="users-seen")
 
     async def close(self) -> None:
+        if self._seen_task is not None:
+            self._seen_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._seen_task
+        with contextlib.suppress(Exception):
+            await self._flush_seen()
         await self._writer.close()
 
-    async def notify(self, user_ids: Sequence[str], content: Content) -> Stored:
+    async def notify(self, user_ids: Sequence[str], content: Content,
+                     idempotency: Idempotency | None = None) -> Stored:
         """Store one notification per user (one transaction), then push each to its user's tabs."""
         if not user_ids:
             return Stored([], [])
-        return await self._writer.add(Write(list(user_ids), content))
+        return await self._writer.add(Write(list(user_ids), content, idempotency=idempotency))
 
-    async def broadcast(self, content: Content) -> Stored:
-        """The origin document's broadcast: every user connected right now, each with its own seq."""
-        return await self.notify(await self._presence(), content)
+    async def audience(self, audience: str = "all") -> list[str]:
+        """A broadcast's users: every user the service knows (``all``: anyone who ever connected or was
+        notified; the ones offline find it when they come back), or only those connected anywhere right
+        now (``connected``)."""
+        connected = await self._presence()
+        if audience == "connected":
+            return connected
+        known = dict.fromkeys(await self._store.known_users())
+        known.update(dict.fromkeys(connected))  # connected a moment ago: not recorded yet
+        return list(known)
+
+    async def broadcast(self, content: Content, audience: str = "all",
+                        idempotency: Idempotency | None = None) -> Stored:
+        """Store for each of the audience's users, with their own seq; the rows are committed in chunks."""
+        return await self.notify(await self.audience(audience), content, idempotency)
+
+    def seen(self, user_id: str) -> None:
+        """A user connected: known from now on (recorded within a second, many at a time)."""
+        if len(self._seen) < 100_000:
+            self._seen.add(user_id)
+
+    async def _record_seen(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._flush_seen()
+            except Exception as exc:  # the database is down: try again with the next ones
+                log.debug("recording users seen failed: %s", exc)
+
+    async def _flush_seen(self) -> None:
+        if not self._seen:
+            return
+        batch, self._seen = sorted(self._seen), set()
+        try:
+            await self._store.seen(batch, utcnow())
+        except Exception:
+            self._seen.update(batch[: 100_000 - len(self._seen)])
+            raise
 
     async def on_sms_received(
-        self, user_id: str, verification_id: str, service: str, code: str, message_id: str | None = None
+        self, user_id: str, verification_id: str, service: str, code: str, message_id: str | None = None,
+        idempotency: Idempotency | None = None,
     ) -> Stored:
         """The origin document's SMS notification. A repeated ``message_id`` answers the first notification
         (``created`` False) and pushes nothing. The code itself is neither stored nor logged."""
@@ -60,7 +111,7 @@ class Dispatcher:
         content = Content(SMS_TITLE, f"Verification code received for {service}", SMS_TYPE,
                           f"/verify?id={verification_id}", {"verification_id": verification_id, "service": service})
         key = sms_dedupe_key(user_id, message_id) if message_id else None
-        stored = await self._writer.add(Write([user_id], content, key))
+        stored = await self._writer.add(Write([user_id], content, key, idempotency))
         if not stored.created:
             log.info("sms repeated: user=%s verification=%s pushed nothing", user_id, verification_id)
         return stored
@@ -79,11 +130,49 @@ class Dispatcher:
             self._publish([Frame(user_id, protocol.read_frame([], True, 0))])
         return changed
 
+    async def mark_read_many(self, user_id: str, notification_ids: Sequence[str]) -> tuple[list[str], int]:
+        """Marks those of the ids that are the user's and unread; ``(their ids, unread_count)``."""
+        changed, unread = await self._store.mark_read_many(user_id, notification_ids)
+        if changed:
+            self._publish([Frame(user_id, protocol.read_frame(changed, False, unread))])
+        return changed, unread
+
+    async def mark_unread(self, user_id: str, notification_id: str) -> Notification:
+        record, changed, unread = await self._store.mark_unread(user_id, notification_id)
+        if record is None:
+            raise NotFound("no such notification for this user")
+        if changed:
+            self._publish([Frame(user_id, protocol.unread_frame([notification_id], unread))])
+        return record
+
+    async def delete(self, user_id: str, notification_id: str) -> int:
+        """Deletes one of the user's notifications; the unread count after it."""
+        deleted, unread = await self._store.delete(user_id, notification_id)
+        if not deleted:
+            raise NotFound("no such notification for this user")
+        self._publish([Frame(user_id, protocol.deleted_frame([notification_id], False, unread))])
+        return unread
+
+    async def delete_all(self, user_id: str, *, only_read: bool) -> tuple[int, int]:
+        """Deletes all of the user's notifications, or the read ones; ``(how many, unread_count)``."""
+        ids, unread = await self._store.delete_all(user_id, only_read=only_read)
+        if ids and only_read:  # the ids, a bounded number per frame
+            self._publish([Frame(user_id, protocol.deleted_frame(ids[i:i + DELETED_IDS_PER_FRAME], False, unread))
+                           for i in range(0, len(ids), DELETED_IDS_PER_FRAME)])
+        elif ids:
+            self._publish([Frame(user_id, protocol.deleted_frame([], True, unread))])
+        return len(ids), unread
+
     def _push(self, batch: list[Stored]) -> None:
         """The writer's ``on_commit``: every notification it just committed, in ``seq`` order."""
         messages: list[Message] = []
+        now = None
         for stored in batch:
-            created = stored.records[0].created_at.timestamp()  # one moment per write
+            first = stored.records[0]
+            expires = first.content.expires_at
+            if expires is not None and expires <= (now := now or utcnow()):
+                continue  # stored, and already past: never pushed
+            created = first.created_at.timestamp()  # one moment per write
             for record, data in zip(stored.records, stored.data, strict=True):
                 messages.append(Push(record.user_id, record.seq, created, protocol.wrap_notification(data)))
         if not messages:

@@ -89,6 +89,14 @@ class Unstorable(NotifyError):
     code = "unstorable"
 
 
+class IdempotencyMismatch(NotifyError):
+    """An ``Idempotency-Key`` seen before with a different body."""
+
+    status = 422
+    close_code = 1008
+    code = "idempotency_mismatch"
+
+
 class TooManyConnections(NotifyError):
     status = 429
     close_code = 4429

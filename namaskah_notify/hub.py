@@ -30,14 +30,15 @@ SendNow = Callable[[str], bool]  # write a frame at once if the socket takes it 
 CloseSocket = Callable[[int, str], Awaitable[None]]
 # (user_id, after_seq, upto_seq or None, limit) -> the stored notifications after_seq < seq <= upto_seq
 Fetch = Callable[[str, int, int | None, int], Awaitable[list[Notification]]]
+FirstSeq = Callable[[str], Awaitable[int | None]]  # user_id -> the oldest seq still stored (None: none)
 
 
 class Connection:
     """One open WebSocket of one user. Slotted: thousands of idle ones should cost little."""
 
-    __slots__ = ("_close_socket", "_closer", "_created", "_fetch", "_queue", "_queue_size", "_replay_limit",
-                 "_send_now", "_send_text", "_sender", "_sending", "_stats", "_timer", "behind_at", "close_code",
-                 "closed", "id", "issued_at", "last_seq", "user_id")
+    __slots__ = ("_close_socket", "_closer", "_created", "_fetch", "_first_seq", "_queue", "_queue_size",
+                 "_replay_limit", "_send_now", "_send_text", "_sender", "_sending", "_stats", "_timer", "behind_at",
+                 "close_code", "closed", "id", "issued_at", "last_seq", "user_id")
 
     def __init__(
         self,
@@ -50,6 +51,7 @@ class Connection:
         queue_size: int,
         replay_limit: int,
         send_now: SendNow | None = None,
+        first_seq: FirstSeq | None = None,
     ) -> None:
         self.id = secrets.token_hex(8)
         self.user_id = user_id
@@ -60,6 +62,7 @@ class Connection:
         self._send_text = send_text
         self._close_socket = close_socket
         self._fetch = fetch
+        self._first_seq = first_seq
         self._send_now = send_now
         self._stats = stats
         self._replay_limit = replay_limit
@@ -168,17 +171,25 @@ class Connection:
 
     async def _fill_gap(self, upto_seq: int) -> None:
         """Frames can arrive out of order across publishers; what is missing is stored, so read it: all of
-        it, in pages of the replay limit, however far behind the tab is (a live tab never gets a gap)."""
+        it, in pages of the replay limit, however far behind the tab is (a live tab never gets a gap).
+
+        Every seq up to ``upto_seq`` is committed (a frame or the store said so), so a short page means the
+        rest of the range is not stored any more (deleted, expired or pruned): there is nothing to wait for."""
         while self.last_seq < upto_seq:
             missing = await self._fetch(self.user_id, self.last_seq, upto_seq, self._replay_limit)
-            if not missing:
-                return  # nothing stored there (deleted, or not committed where we read): nothing to fill
             for record in missing:
                 await self._push(protocol.notification_frame(record), record.seq, record.created_at.timestamp())
+            if len(missing) < self._replay_limit:
+                self.last_seq = upto_seq
+                return
 
     async def replay(self, since_seq: int, last_seq: int) -> None:
-        """Resume: send every stored ``seq > since_seq`` then ``resumed``, or ``resync_required``."""
-        if since_seq > last_seq or last_seq - since_seq > self._replay_limit:
+        """Resume: send every stored ``seq > since_seq`` then ``resumed``, or ``resync_required`` when too
+        much was missed, or when what was missed is no longer all stored: the oldest seq still stored is past
+        ``since_seq + 1`` (the oldest were pruned, or deleted). Deleted or expired ones in between are simply
+        not sent."""
+        too_far = since_seq > last_seq or last_seq - since_seq > self._replay_limit
+        if too_far or not await self._kept(since_seq, last_seq):
             self.last_seq = last_seq
             await self.send(protocol.resync_required_frame(last_seq))
             return
@@ -186,8 +197,16 @@ class Connection:
         records = await self._fetch(self.user_id, since_seq, None, self._replay_limit)
         for record in records:
             await self._push(protocol.notification_frame(record), record.seq, None)
+        if len(records) < self._replay_limit:
+            self.last_seq = max(self.last_seq, last_seq)  # all that is stored: the rest was deleted or expired
         self._stats.replayed_total += len(records)
         await self.send(protocol.resumed_frame(len(records), self.last_seq))
+
+    async def _kept(self, since_seq: int, last_seq: int) -> bool:
+        if since_seq == last_seq or self._first_seq is None:
+            return True
+        first = await self._first_seq(self.user_id)
+        return first is not None and first <= since_seq + 1
 
     # -- timers and closing --------------------------------------------------------------------------
     def arm_expiry(self, expires_at: float, warning_s: float, grace_s: float) -> None:

@@ -103,6 +103,29 @@ class UnreadCount(_Answer):
     unread_count: int = Field(ge=0, examples=[3])
 
 
+class Marked(_Answer):
+    """The notifications this call changed (the caller's, not already so), and the unread count after it."""
+
+    notification_ids: list[str]
+    unread_count: int = Field(ge=0)
+
+
+class Deleted(_Answer):
+    deleted: int = Field(ge=0, description="How many were deleted.")
+    unread_count: int = Field(ge=0)
+
+
+class Erased(_Answer):
+    """Rows deleted per table: notifications, user_seqs, verifications, sms_fake_inbox, user_revocations,
+    idempotency_keys, users."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"deleted": {
+        "notifications": 42, "user_seqs": 1, "verifications": 2, "sms_fake_inbox": 1, "user_revocations": 0,
+        "idempotency_keys": 0, "users": 1}}]})
+
+    deleted: dict[str, int]
+
+
 class Published(_Answer):
     """``user_ids``: one stored notification per distinct recipient."""
 

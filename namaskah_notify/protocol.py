@@ -119,11 +119,15 @@ class NotificationTemplate:
 
     __slots__ = ("_tail",)
 
-    def __init__(self, content: Content, created_at: datetime | str, is_read: bool = False) -> None:
+    def __init__(self, content: Content, created_at: datetime | str, is_read: bool = False,
+                 read_at: datetime | None = None) -> None:
         created = created_at if isinstance(created_at, str) else iso(created_at)
         rest = orjson.dumps({"title": content.title, "message": content.message, "type": content.type,
                              "link": content.link, "created_at": created, "is_read": is_read,
-                             "meta": content.meta})
+                             "meta": content.meta, "priority": content.priority,
+                             "expires_at": iso(content.expires_at) if content.expires_at else None,
+                             "collapse_key": content.collapse_key,
+                             "read_at": iso(read_at) if read_at else None})
         self._tail = rest.decode()[1:]  # without its opening brace
 
     def data(self, notification_id: str, seq: int, user_id: str) -> str:
@@ -137,7 +141,8 @@ def wrap_notification(data: str) -> str:
 
 
 def notification_frame(notification: Notification) -> str:
-    template = NotificationTemplate(notification.content, notification.created_at, notification.is_read)
+    template = NotificationTemplate(notification.content, notification.created_at, notification.is_read,
+                                    notification.read_at)
     return wrap_notification(template.data(notification.id, notification.seq, notification.user_id))
 
 
@@ -148,6 +153,18 @@ def pong_frame() -> str:
 def read_frame(notification_ids: list[str], all_read: bool, unread_count: int) -> str:
     return _dump(
         {"type": "read", "notification_ids": notification_ids, "all": all_read, "unread_count": unread_count}
+    )
+
+
+def unread_frame(notification_ids: list[str], unread_count: int) -> str:
+    """The counterpart of ``read``: these were marked unread again."""
+    return _dump({"type": "unread", "notification_ids": notification_ids, "unread_count": unread_count})
+
+
+def deleted_frame(notification_ids: list[str], all_deleted: bool, unread_count: int) -> str:
+    """``all``: every notification of the user is gone (``notification_ids`` is then empty)."""
+    return _dump(
+        {"type": "deleted", "notification_ids": notification_ids, "all": all_deleted, "unread_count": unread_count}
     )
 
 

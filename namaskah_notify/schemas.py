@@ -9,10 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -99,6 +100,9 @@ class Content:
     type: str = "info"
     link: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    priority: str = "normal"  # low | normal | high
+    expires_at: datetime | None = None  # afterwards neither pushed, replayed nor listed
+    collapse_key: str | None = None  # a newer one with the same key replaces this one for its user
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class Notification:
     content: Content
     created_at: datetime
     is_read: bool = False
+    read_at: datetime | None = None
 
     def to_wire(self) -> dict[str, Any]:
         """The ``data`` of a ``notification`` frame, and an item of the HTTP list."""
@@ -126,6 +131,10 @@ class Notification:
             "created_at": iso(self.created_at),
             "is_read": self.is_read,
             "meta": content.meta,
+            "priority": content.priority,
+            "expires_at": iso(content.expires_at) if content.expires_at else None,
+            "collapse_key": content.collapse_key,
+            "read_at": iso(self.read_at) if self.read_at else None,
         }
 
 
@@ -135,8 +144,8 @@ class _Body(BaseModel):
 
 # Exactly one audience, as the model validator below checks (a null counts as absent).
 _ONE_AUDIENCE = [
-    {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
-    {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
+    {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}, "not": {"required": ["audience"]}},
+    {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}, "not": {"required": ["audience"]}},
     {"required": ["broadcast"], "properties": {"broadcast": {"const": True}}},
 ]
 
@@ -153,7 +162,11 @@ class PublishBody(_Body):
     user_id: UserId | None = Field(default=None, description="One recipient.")
     user_ids: list[UserId] | None = Field(default=None, min_length=1, max_length=1000,
                                           description="Several recipients (duplicates count once).")
-    broadcast: StrictBool = Field(default=False, description="true: every user connected anywhere right now.")
+    broadcast: StrictBool = Field(default=False, description="true: every user the service knows (anyone who "
+                                  "ever connected or was notified), or with `audience: connected` only those "
+                                  "connected right now.")
+    audience: Literal["all", "connected"] | None = Field(
+        default=None, description="With `broadcast`: `all` (the default) or `connected`.")
     title: str = Field(min_length=1, max_length=200, **stripped(solid(1, 200)))
     message: str = Field(default="", max_length=2000, **stripped(solid(0, 2000)))
     type: str = Field(default="info", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$",
@@ -163,6 +176,14 @@ class PublishBody(_Body):
     meta: dict[str, Any] = Field(default_factory=dict, description="At most 32 keys and 4 KiB of JSON.",
                                  json_schema_extra={"maxProperties": 32,
                                                     "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}})
+    priority: Literal["low", "normal", "high"] = Field(default="normal")
+    expires_at: AwareDatetime | None = Field(
+        default=None, description="ISO-8601 with a zone; afterwards the notification is neither pushed, "
+        "replayed nor listed, and the pruner removes it (one already past is stored and never shown).")
+    collapse_key: str | None = Field(
+        default=None, min_length=1, max_length=64, description="A newer notification with the same key for "
+        "the same user replaces the older one in lists, in the unread count and in the browser.",
+        **stripped(solid(1, 64)))
 
     @field_validator("link")
     @classmethod
@@ -189,6 +210,8 @@ class PublishBody(_Body):
         chosen = sum([self.user_id is not None, self.user_ids is not None, self.broadcast])
         if chosen != 1:
             raise ValueError("give exactly one of user_id, user_ids or broadcast: true")
+        if "audience" in self.model_fields_set and not self.broadcast:
+            raise ValueError("audience goes with broadcast: true")
         return self
 
     def recipients(self) -> list[str]:
@@ -197,7 +220,8 @@ class PublishBody(_Body):
         return list(dict.fromkeys(self.user_ids or []))
 
     def content(self) -> Content:
-        return Content(self.title, self.message, self.type, self.link, self.meta)
+        return Content(self.title, self.message, self.type, self.link, self.meta, self.priority,
+                       self.expires_at.astimezone(UTC) if self.expires_at else None, self.collapse_key)
 
 
 class SmsInboundBody(_Body):

@@ -88,6 +88,8 @@ class Stats:
                                     registry=r)
         self._m_client_errors = Counter("notify_client_frame_errors", "Client frames answered with an error",
                                         ["code"], registry=r)
+        self._m_pruned = Counter("notify_pruned_rows", "Rows the retention pruner removed, by table", ["table"],
+                                 registry=r)
         self._push_latency = _Histogram("notify_push_latency_seconds", "created_at to written on the socket")
         r.register(self._push_latency)
         self._m_ack_latency = Histogram("notify_delivery_latency_seconds",
@@ -149,6 +151,9 @@ class Stats:
 
     def client_error(self, code: str) -> None:
         self._m_client_errors.labels(code=code).inc()
+
+    def pruned(self, table: str, rows: int) -> None:
+        self._m_pruned.labels(table=table).inc(rows)
 
     def snapshot(self) -> dict:
         """Counters, rates and latency percentiles (milliseconds) for ``/ws/stats``."""

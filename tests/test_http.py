@@ -230,8 +230,9 @@ def test_publish_many_users_each_own_seq(server):
     assert _seqs(_get(server, "/api/notifications", fresh)) == [1]
 
 
-async def test_broadcast_reaches_every_connected_user(make_server):
-    """``broadcast: true`` stores one notification per user connected now (own seq) and pushes it to each tab."""
+async def test_broadcast_to_the_connected_audience_reaches_every_connected_user(make_server):
+    """``broadcast: true, audience: connected`` stores one notification per user connected now (own seq) and
+    pushes it to each tab; a user who is not connected gets nothing."""
     dedicated = make_server()
     alice, bob, absent = new_user("alice"), new_user("bob"), new_user("absent")
     assert dedicated.publish(bob, "before").status_code == 201
@@ -242,7 +243,7 @@ async def test_broadcast_reaches_every_connected_user(make_server):
             assert (await recv_json(ws))["type"] == "connected"
         response = await asyncio.to_thread(
             _post, dedicated, "/api/notifications", dedicated.admin_headers(),
-            {"broadcast": True, "title": "We are live", "type": "announcement"},
+            {"broadcast": True, "audience": "connected", "title": "We are live", "type": "announcement"},
         )
         assert response.status_code == 201 and response.json()["count"] == 2
         got = {}

@@ -3,15 +3,24 @@ in ``publish.py``, shared with the lean way in that backends' calls take)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Header, Query, Response, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from .. import openapi as api
 from ..deps import PublisherDep, ServicesDep, UserDep, WebhookDep
 from ..errors import ProtocolError
 from ..schemas import PublishBody, SmsInboundBody
 from . import publish as publish_path
+
+# A publisher's retry of the same request: 1-200 visible ASCII characters, scoped to the token's subject.
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+    description="A retry with the same key and body within NOTIFY_IDEMPOTENCY_TTL_S answers the first "
+                "answer again and stores nothing; the same key with another body is 422 "
+                "`idempotency_mismatch`.")]
+
 
 router = APIRouter(prefix="/api")
 MAX_SEQ = 2**63 - 1  # the database's integer; larger values would fail in the driver, not as a 422
@@ -48,6 +57,55 @@ async def unread_count(services: ServicesDep, user: UserDep) -> dict[str, int]:
     return {"unread_count": await services.store.unread_count(user.user_id)}
 
 
+class ReadManyBody(BaseModel):
+    """``POST /api/notifications/read``: the notifications to mark read (ids that are not the caller's are
+    left alone)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"ids": ["notif_1a2b3c4d5e6f"]}]})
+
+    ids: list[Annotated[str, StringConstraints(min_length=1, max_length=128)]] = Field(min_length=1, max_length=1000)
+
+
+@router.post("/notifications/read", tags=["notifications"], response_model=api.Marked,
+             responses=api.errors(400, 401, 413, 422, 503))
+async def read_many(services: ServicesDep, user: UserDep, body: ReadManyBody) -> dict[str, Any]:
+    """Mark several of the caller's notifications read; every tab gets one ``read`` event with those that
+    changed."""
+    changed, unread = await services.dispatcher.mark_read_many(user.user_id, list(dict.fromkeys(body.ids)))
+    return {"notification_ids": changed, "unread_count": unread}
+
+
+@router.post("/notifications/{notification_id}/unread", tags=["notifications"], response_model=api.Notification,
+             responses=api.errors(401, (404, "No such notification of the caller's."), 422, 503))
+async def unread_one(services: ServicesDep, user: UserDep, notification_id: str) -> dict[str, Any]:
+    """Mark one of the caller's notifications unread again; every tab gets an ``unread`` event."""
+    record = await services.dispatcher.mark_unread(user.user_id, notification_id[:128])
+    return record.to_wire()
+
+
+@router.delete("/notifications/{notification_id}", tags=["notifications"], status_code=status.HTTP_204_NO_CONTENT,
+               response_class=Response, responses=api.errors(401, (404, "No such notification of the caller's."),
+                                                            422, 503))
+async def delete_one(services: ServicesDep, user: UserDep, notification_id: str) -> Response:
+    """Delete one of the caller's notifications (its ``seq`` is not reused); every tab gets a ``deleted``
+    event. 404 when it is not the caller's."""
+    await services.dispatcher.delete(user.user_id, notification_id[:128])
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/notifications", tags=["notifications"], response_model=api.Deleted,
+               responses=api.errors(401, 422, 503))
+async def delete_all(
+    services: ServicesDep, user: UserDep,
+    read: Annotated[Literal["true", "false"] | None, Query(
+        description="`true`: only the read ones; absent (or `false`): all of them.")] = None,
+) -> dict[str, int]:
+    """Delete all of the caller's notifications, or only the read ones; every tab gets a ``deleted`` event
+    (``all`` true when everything went)."""
+    deleted, unread = await services.dispatcher.delete_all(user.user_id, only_read=read == "true")
+    return {"deleted": deleted, "unread_count": unread}
+
+
 @router.post("/notifications/read-all", tags=["notifications"], response_model=api.UnreadCount,
              responses=api.errors(401, 503))
 async def read_all(services: ServicesDep, user: UserDep) -> dict[str, int]:
@@ -69,10 +127,13 @@ async def read_one(services: ServicesDep, user: UserDep, notification_id: str) -
                                              "`{count, items}`; for a broadcast `{count}`.",
                               "model": api.Notification | api.Published | api.Broadcast},
                         **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
-async def publish(services: ServicesDep, _publisher: PublisherDep, body: PublishBody) -> Response:
-    """Store and push a notification to one user, several, or every user connected right now: 201 with the
-    notification; for ``user_ids`` ``{"count","items"}``; for a broadcast ``{"count"}``."""
-    return _json(await publish_path.publish(services, body))
+async def publish(services: ServicesDep, publisher: PublisherDep, body: PublishBody,
+                  idempotency_key: IdempotencyKey = None) -> Response:
+    """Store and push a notification to one user, several, or every user the service knows: 201 with the
+    notification; for ``user_ids`` ``{"count","items"}``; for a broadcast ``{"count"}``. A repeat with the
+    same ``Idempotency-Key`` and body answers the first answer again and stores nothing."""
+    key = _key(publisher.user_id, idempotency_key, body)
+    return _json(await publish_path.publish(services, body, key))
 
 
 @router.post("/sms/inbound", status_code=status.HTTP_201_CREATED, response_model=None, tags=["sms"],
@@ -80,10 +141,19 @@ async def publish(services: ServicesDep, _publisher: PublisherDep, body: Publish
                         200: {"description": "A repeated `message_id`: the first notification; nothing is pushed "
                                              "again.", "model": api.Notification},
                         **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
-async def sms_inbound(services: ServicesDep, _caller: WebhookDep, body: SmsInboundBody) -> Response:
+async def sms_inbound(services: ServicesDep, caller: WebhookDep, body: SmsInboundBody,
+                      idempotency_key: IdempotencyKey = None) -> Response:
     """A provider's webhook: an SMS code arrived for a verification; a retried ``message_id`` is 200. Needs
     ``notify:webhook``, or with ``NOTIFY_WEBHOOK_SECRET`` a valid ``X-Notify-Signature`` instead."""
-    return _json(await publish_path.sms_inbound(services, body))
+    key = _key(caller.user_id, idempotency_key, body)
+    return _json(await publish_path.sms_inbound(services, body, key))
+
+
+def _key(publisher: str, header: str | None, body: PublishBody | SmsInboundBody) -> publish_path.Key | None:
+    try:
+        return publish_path.idempotency_key(publisher, header, body)
+    except ValueError as exc:
+        raise ProtocolError(str(exc), code="bad_request") from None
 
 
 def _json(answer: publish_path.Answer) -> Response:

@@ -189,6 +189,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
         socket.send_text,
         socket.close,
         fetch=services.store.between,
+        first_seq=services.store.first_seq,
         stats=services.stats,
         queue_size=settings.send_queue_size,
         replay_limit=settings.replay_limit,
@@ -208,6 +209,7 @@ async def serve_socket(services: Services, socket: Socket) -> None:
 
     code = 1005
     try:
+        services.dispatcher.seen(identity.user_id)  # known from now on: a broadcast reaches them
         unread, last_seq = await services.store.state(identity.user_id)
         await connection.send(protocol.connected_frame(identity.user_id, connection.id, unread, last_seq))
         if since_seq is None:

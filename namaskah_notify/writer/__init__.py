@@ -23,8 +23,9 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from ..errors import IdempotencyMismatch
 from ..protocol import NotificationTemplate
 from ..schemas import Content, Notification, iso
 
@@ -49,6 +50,20 @@ def sms_dedupe_key(user_id: str, message_id: str) -> str:
     return "sms#" + hashlib.sha256(f"{user_id}\0{message_id}".encode()).hexdigest()
 
 
+Answer = tuple[int, str]  # an HTTP status and its JSON body
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A publisher's ``Idempotency-Key``: stored with the write's answer in the same transaction, so a
+    repeat is answered the same and stores nothing, however the repeats race."""
+
+    publisher: str
+    key: str
+    request_hash: str
+    answer: Callable[[Stored], Answer]  # the route's answer, computed once the write is stored
+
+
 @dataclass(slots=True)
 class Write:
     """One publish: the same content for each user, one new notification (and id) each."""
@@ -56,6 +71,7 @@ class Write:
     user_ids: list[str]
     content: Content
     dedupe_key: str | None = None
+    idempotency: Idempotency | None = None
     ids: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +86,7 @@ class Stored:
     records: list[Notification]
     data: list[str]
     created: bool = True
+    replay: Answer | None = None  # the first answer to the same Idempotency-Key: send it again
 
 
 class Job:
@@ -97,6 +114,7 @@ def hand_over(jobs: list[Job], results: list[Stored | BaseException], on_commit:
         else:
             job.future.set_result(result)
 Row = tuple[Notification, str | None]  # a new notification and its dedupe key
+KeyRow = tuple[str, str, str, int, str]  # an idempotency key's (publisher, key, request hash, status, answer)
 
 
 class Writer(ABC):
@@ -113,9 +131,13 @@ class Writer(ABC):
         if len(write.user_ids) <= MAX_BATCH_ROWS:
             return await self._submit(write)
         users = write.user_ids
+        # The first chunk carries the Idempotency-Key: a repeat stops there, before storing the rest.
+        first = await self._submit(Write(users[:MAX_BATCH_ROWS], write.content, idempotency=write.idempotency))
+        if first.replay is not None:
+            return first
         chunks = [self._submit(Write(users[i:i + MAX_BATCH_ROWS], write.content))
-                  for i in range(0, len(users), MAX_BATCH_ROWS)]
-        parts = await asyncio.gather(*chunks)
+                  for i in range(MAX_BATCH_ROWS, len(users), MAX_BATCH_ROWS)]
+        parts = [first, *await asyncio.gather(*chunks)]
         return Stored([r for part in parts for r in part.records], [d for part in parts for d in part.data])
 
     @abstractmethod
@@ -127,7 +149,7 @@ class Writer(ABC):
 
 
 def stored_answer(record: Notification) -> Stored:
-    data = NotificationTemplate(record.content, record.created_at, record.is_read).data(
+    data = NotificationTemplate(record.content, record.created_at, record.is_read, record.read_at).data(
         record.id, record.seq, record.user_id)
     return Stored([record], [data], created=False)
 
@@ -137,12 +159,31 @@ class Batch:
     (dedupe), how many new rows each user gets, then each write's notifications once the bump has said
     where each user's sequence stands."""
 
-    def __init__(self, writes: list[Write], stored_before: dict[str, Notification]) -> None:
+    def __init__(self, writes: list[Write], stored_before: dict[str, Notification],
+                 keys_before: dict[tuple[str, str], tuple[str, int, str]] | None = None) -> None:
         self.writes = writes
-        self.answers: list[Stored | int | None] = []  # a Stored, the index of an earlier write, or None: new
+        # A Stored, the index of an earlier write, an error, or None: new.
+        self.answers: list[Stored | int | BaseException | None] = []
         self.counts: dict[str, int] = {}
+        self.idempotent = False  # some new write has an Idempotency-Key: its answer is stored with it
+        self.collapsing = False  # some new write has a collapse key
         first_with_key: dict[str, int] = {}
+        first_with_idempotency: dict[tuple[str, str], int] = {}
         for index, write in enumerate(writes):
+            idem = write.idempotency
+            if idem is not None:
+                scoped = (idem.publisher, idem.key)
+                earlier = (keys_before or {}).get(scoped)
+                if earlier is not None:
+                    self.answers.append(_replayed(idem, *earlier))
+                    continue
+                if scoped in first_with_idempotency:
+                    first = first_with_idempotency[scoped]
+                    same = writes[first].idempotency.request_hash == idem.request_hash  # type: ignore[union-attr]
+                    self.answers.append(first if same else _mismatch())
+                    continue
+                first_with_idempotency[scoped] = index
+                self.idempotent = True
             key = write.dedupe_key
             if key is not None and key in stored_before:
                 self.answers.append(stored_answer(stored_before[key]))
@@ -153,6 +194,7 @@ class Batch:
             if key is not None:
                 first_with_key[key] = index
             self.answers.append(None)
+            self.collapsing = self.collapsing or write.content.collapse_key is not None
             for user in write.user_ids:
                 self.counts[user] = self.counts.get(user, 0) + 1
         # Users in one order everywhere: two nodes bumping overlapping users lock their rows in that order.
@@ -162,20 +204,23 @@ class Batch:
         """The writes that store rows (not answered by an earlier one with their dedupe key)."""
         return [write for write, answer in zip(self.writes, self.answers, strict=True) if answer is None]
 
-    def assign(self, last_seqs: dict[str, int], now: datetime) -> tuple[list[Stored], list[Row]]:
+    def assign(self, last_seqs: dict[str, int], now: datetime) -> tuple[list[Stored | BaseException], list[Row]]:
         """Every write's answer, and its new rows with their dedupe keys, once the bump has said where each
         user's sequence ends: a user's rows take the seqs up to there, in write order."""
         next_seq = {user: last_seqs[user] - n + 1 for user, n in self.counts.items()}
-        answers: list[Stored] = []
+        answers: list[Stored | BaseException] = []
         rows: list[Row] = []
         created = iso(now)  # one moment for the whole batch
         for write, answer in zip(self.writes, self.answers, strict=True):
-            if isinstance(answer, Stored):
+            if isinstance(answer, Stored | BaseException):
                 answers.append(answer)
                 continue
             if isinstance(answer, int):
                 first = answers[answer]
-                answers.append(Stored(first.records, first.data, created=False))
+                assert isinstance(first, Stored)
+                idem = write.idempotency
+                replay = idem.answer(first) if idem is not None else None
+                answers.append(Stored(first.records, first.data, created=False, replay=replay))
                 continue
             template = NotificationTemplate(write.content, created)
             records, data = [], []
@@ -190,16 +235,45 @@ class Batch:
             answers.append(Stored(records, data))
         return answers, rows
 
+    def key_rows(self, answers: list[Stored | BaseException]) -> list[KeyRow]:
+        """The idempotency keys of the new writes, each with the answer its caller gets."""
+        rows = []
+        for write, answer, plan in zip(self.writes, answers, self.answers, strict=True):
+            idem = write.idempotency
+            if idem is not None and plan is None and isinstance(answer, Stored):
+                status, text = idem.answer(answer)
+                rows.append((idem.publisher, idem.key, idem.request_hash, status, text))
+        return rows
 
-def create_writer(database_url: str, on_commit: OnCommit, *, sqlite_synchronous: str = "FULL") -> Writer:
+
+def idempotency_keys(writes: list[Write]) -> list[tuple[str, str]]:
+    """The (publisher, key) pairs of ``writes``, sorted (two nodes lock them in the same order)."""
+    return sorted({(w.idempotency.publisher, w.idempotency.key) for w in writes if w.idempotency})
+
+
+def _replayed(idem: Idempotency, request_hash: str, status: int, text: str) -> Stored | BaseException:
+    if request_hash != idem.request_hash:
+        return _mismatch()
+    return Stored([], [], created=False, replay=(status, text))
+
+
+def _mismatch() -> IdempotencyMismatch:
+    return IdempotencyMismatch("this Idempotency-Key was used with a different body")
+
+
+def create_writer(database_url: str, on_commit: OnCommit, *, sqlite_synchronous: str = "FULL",
+                  idempotency_ttl_s: float = 86400.0) -> Writer:
     """The writer for ``database_url`` (a SQLAlchemy URL, as in ``NOTIFY_DATABASE_URL``)."""
     from sqlalchemy.engine import make_url
 
     url = make_url(database_url)
+    ttl = timedelta(seconds=idempotency_ttl_s)
     if url.get_backend_name() == "sqlite":
         from .sqlite import SqliteWriter
 
-        return SqliteWriter(url.database or ":memory:", on_commit, synchronous=sqlite_synchronous)
+        return SqliteWriter(url.database or ":memory:", on_commit, synchronous=sqlite_synchronous,
+                            idempotency_ttl=ttl)
     from .postgres import PostgresWriter
 
-    return PostgresWriter(url.set(drivername="postgresql").render_as_string(hide_password=False), on_commit)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return PostgresWriter(dsn, on_commit, idempotency_ttl=ttl)

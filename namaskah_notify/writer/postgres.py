@@ -13,18 +13,19 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from datetime import UTC
+from datetime import UTC, timedelta
 
 import asyncpg
 import orjson
 
 from ..errors import Unavailable, Unstorable
 from ..schemas import Content, Notification, utcnow
-from . import MAX_BATCH_ROWS, Batch, Job, OnCommit, Stored, Write, Writer, hand_over
+from . import MAX_BATCH_ROWS, Batch, Job, OnCommit, Stored, Write, Writer, hand_over, idempotency_keys
 
 log = logging.getLogger("namaskah_notify.writer")
 
-_COLUMNS = "id, user_id, seq, title, message, type, link, meta, created_at, is_read, dedupe_key"
+_COLUMNS = ("id, user_id, seq, title, message, type, link, meta, created_at, is_read, dedupe_key, priority, "
+            "expires_at, collapse_key")
 _BUMP = """
 INSERT INTO user_seqs (user_id, last_seq)
 SELECT * FROM unnest($1::varchar[], $2::bigint[])
@@ -33,21 +34,49 @@ RETURNING user_id, last_seq
 """
 _INSERT = f"""
 INSERT INTO notifications ({_COLUMNS})
-SELECT r.id, r.user_id, r.seq, r.title, r.message, r.type, r.link, r.meta::json, $9, false, r.dedupe_key
+SELECT r.id, r.user_id, r.seq, r.title, r.message, r.type, r.link, r.meta::json, $9, false, r.dedupe_key,
+       r.priority, r.expires_at, r.collapse_key
 FROM unnest($1::varchar[], $2::varchar[], $3::bigint[], $4::varchar[], $5::text[], $6::varchar[], $7::varchar[],
-            $8::text[], $10::varchar[]) AS r(id, user_id, seq, title, message, type, link, meta, dedupe_key)
+            $8::text[], $10::varchar[], $11::varchar[], $12::timestamptz[], $13::varchar[])
+     AS r(id, user_id, seq, title, message, type, link, meta, dedupe_key, priority, expires_at, collapse_key)
 """
-_BY_KEYS = f"SELECT {_COLUMNS} FROM notifications WHERE dedupe_key = ANY($1::varchar[])"
+_BY_KEYS = f"SELECT {_COLUMNS}, read_at FROM notifications WHERE dedupe_key = ANY($1::varchar[])"
+# Everyone notified becomes known (a broadcast reaches them).
+_USERS = ("INSERT INTO users (user_id, first_seen, last_seen) SELECT u, $2, $2 FROM unnest($1::varchar[]) AS u "
+          "ON CONFLICT (user_id) DO NOTHING")
+# A newer notification with the same collapse key replaces the older ones: hidden, and no longer unread.
+_COLLAPSE = """
+UPDATE notifications AS n SET replaced = true, is_read = true
+FROM unnest($1::varchar[], $2::varchar[]) AS c(user_id, collapse_key)
+WHERE n.user_id = c.user_id AND n.collapse_key = c.collapse_key AND NOT n.replaced
+  AND n.seq < (SELECT max(m.seq) FROM notifications AS m
+               WHERE m.user_id = c.user_id AND m.collapse_key = c.collapse_key)
+"""
+# Two nodes given the same Idempotency-Key at once: the second waits here until the first commits, then
+# finds its key.
+_KEY_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 7001))"
+_KEYS_BEFORE = """
+SELECT publisher, key, request_hash, status, response FROM idempotency_keys
+WHERE created_at > $3 AND (publisher, key) IN (SELECT * FROM unnest($1::varchar[], $2::varchar[]))
+"""
+_KEYS_INSERT = """
+INSERT INTO idempotency_keys (publisher, key, request_hash, status, response, created_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (publisher, key) DO UPDATE SET request_hash = excluded.request_hash, status = excluded.status,
+    response = excluded.response, created_at = excluded.created_at
+"""
 # Refused rows (data exceptions, integrity violations, a trigger's RAISE); anything else is the database.
 _ROW_CLASSES = ("22", "23", "P0")
 
 
 def _record(row: asyncpg.Record) -> Notification:
     meta = row["meta"]
+    expires, read = row["expires_at"], row["read_at"]
     content = Content(row["title"], row["message"], row["type"], row["link"],
-                      orjson.loads(meta) if isinstance(meta, str) else meta or {})
+                      orjson.loads(meta) if isinstance(meta, str) else meta or {}, row["priority"],
+                      expires.astimezone(UTC) if expires else None, row["collapse_key"])
     return Notification(row["id"], row["user_id"], row["seq"], content, row["created_at"].astimezone(UTC),
-                        row["is_read"])
+                        row["is_read"], read.astimezone(UTC) if read else None)
 
 
 def _refused(exc: BaseException) -> bool:
@@ -55,8 +84,9 @@ def _refused(exc: BaseException) -> bool:
 
 
 class PostgresWriter(Writer):
-    def __init__(self, dsn: str, on_commit: OnCommit) -> None:
+    def __init__(self, dsn: str, on_commit: OnCommit, *, idempotency_ttl: timedelta = timedelta(days=1)) -> None:
         self._dsn = dsn
+        self._idempotency_ttl = idempotency_ttl
         self._on_commit = on_commit
         self._pending: deque[Job] = deque()
         self._task: asyncio.Task[None] | None = None
@@ -133,7 +163,16 @@ class PostgresWriter(Writer):
             before = {}
             if keys:
                 before = {row["dedupe_key"]: _record(row) for row in await connection.fetch(_BY_KEYS, keys)}
-            batch = Batch(writes, before)
+            scoped = idempotency_keys(writes)
+            keys_before = {}
+            if scoped:
+                for publisher, key in scoped:  # in one order on every node: no deadlock
+                    await connection.execute(_KEY_LOCK, publisher, key)
+                found = await connection.fetch(_KEYS_BEFORE, [p for p, _ in scoped], [k for _, k in scoped],
+                                               utcnow() - self._idempotency_ttl)
+                keys_before = {(r["publisher"], r["key"]): (r["request_hash"], r["status"], r["response"])
+                               for r in found}
+            batch = Batch(writes, before, keys_before)
             last = {}
             if batch.users:
                 counts = [batch.counts[user] for user in batch.users]
@@ -143,9 +182,17 @@ class PostgresWriter(Writer):
             if rows:
                 metas = {id(w.content): orjson.dumps(w.content.meta).decode() for w in writes}
                 records = [record for record, _ in rows]
+                contents = [r.content for r in records]
                 await connection.execute(
                     _INSERT, [r.id for r in records], [r.user_id for r in records], [r.seq for r in records],
-                    [r.content.title for r in records], [r.content.message for r in records],
-                    [r.content.type for r in records], [r.content.link for r in records],
-                    [metas[id(r.content)] for r in records], now, [key for _, key in rows])
+                    [c.title for c in contents], [c.message for c in contents], [c.type for c in contents],
+                    [c.link for c in contents], [metas[id(c)] for c in contents], now, [key for _, key in rows],
+                    [c.priority for c in contents], [c.expires_at for c in contents],
+                    [c.collapse_key for c in contents])
+                await connection.execute(_USERS, batch.users, now)
+                collapsing = sorted({(r.user_id, r.content.collapse_key) for r in records if r.content.collapse_key})
+                if collapsing:
+                    await connection.execute(_COLLAPSE, [u for u, _ in collapsing], [k for _, k in collapsing])
+            if batch.idempotent:  # the answer is stored with the key, in this transaction
+                await connection.executemany(_KEYS_INSERT, [(*row, now) for row in batch.key_rows(answers)])
         return answers

@@ -19,17 +19,18 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
 from ..errors import Unavailable, Unstorable
 from ..schemas import Content, Notification, utcnow
-from . import MAX_BATCH_ROWS, Batch, Job, OnCommit, Stored, Write, Writer, hand_over
+from . import MAX_BATCH_ROWS, Batch, Job, OnCommit, Row, Stored, Write, Writer, hand_over, idempotency_keys
 
 log = logging.getLogger("namaskah_notify.writer")
 
-_COLUMNS = "id, user_id, seq, title, message, type, link, meta, created_at, is_read, dedupe_key"
+_COLUMNS = ("id, user_id, seq, title, message, type, link, meta, created_at, is_read, dedupe_key, priority, "
+            "expires_at, collapse_key")
 _BUMP = ("INSERT INTO user_seqs (user_id, last_seq) SELECT key, value FROM json_each(?) WHERE true "
          "ON CONFLICT (user_id) DO UPDATE SET last_seq = last_seq + excluded.last_seq RETURNING user_id, last_seq")
 # Every row of a batch in one statement, from one JSON array: a user's rows take the seqs up to the bumped
@@ -39,12 +40,25 @@ INSERT INTO notifications ({_COLUMNS})
 SELECT r.id, r.user_id,
        (SELECT last_seq FROM user_seqs WHERE user_seqs.user_id = r.user_id)
          - row_number() OVER (PARTITION BY r.user_id ORDER BY r.ord DESC) + 1,
-       r.title, r.message, r.type, r.link, r.meta, ?2, 0, r.dedupe_key
+       r.title, r.message, r.type, r.link, r.meta, ?2, 0, r.dedupe_key, r.priority, r.expires_at, r.collapse_key
 FROM (SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS user_id, value ->> 2 AS title, value ->> 3 AS message,
-             value ->> 4 AS type, value ->> 5 AS link, value ->> 6 AS meta, value ->> 7 AS dedupe_key
+             value ->> 4 AS type, value ->> 5 AS link, value ->> 6 AS meta, value ->> 7 AS dedupe_key,
+             value ->> 8 AS priority, value ->> 9 AS expires_at, value ->> 10 AS collapse_key
       FROM json_each(?1)) AS r
 """
-_BY_KEYS = f"SELECT {_COLUMNS} FROM notifications WHERE dedupe_key IN (SELECT value FROM json_each(?))"
+_BY_KEYS = f"SELECT {_COLUMNS}, read_at FROM notifications WHERE dedupe_key IN (SELECT value FROM json_each(?))"
+# Everyone notified becomes known (a broadcast reaches them); the bump's JSON object has them as keys.
+_USERS = ("INSERT INTO users (user_id, first_seen, last_seen) SELECT key, ?2, ?2 FROM json_each(?1) WHERE true "
+          "ON CONFLICT (user_id) DO NOTHING")
+# A newer notification with the same collapse key replaces the older ones: hidden, and no longer unread.
+_COLLAPSE = ("UPDATE notifications SET replaced = 1, is_read = 1 WHERE user_id = ?1 AND collapse_key = ?2 "
+             "AND replaced = 0 AND seq < (SELECT MAX(seq) FROM notifications WHERE user_id = ?1 AND collapse_key = ?2)")
+_KEYS_BEFORE = ("SELECT publisher, key, request_hash, status, response FROM idempotency_keys WHERE created_at > ?2 "
+                "AND (publisher, key) IN (SELECT value ->> 0, value ->> 1 FROM json_each(?1))")
+_KEYS_INSERT = ("INSERT INTO idempotency_keys (publisher, key, request_hash, status, response, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (publisher, key) DO UPDATE SET request_hash = "
+                "excluded.request_hash, status = excluded.status, response = excluded.response, "
+                "created_at = excluded.created_at")
 LINGER_S = 0.001  # how long a commit waits for company while publishes keep coming
 _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
 
@@ -56,6 +70,7 @@ class _Committed:
     batch: Batch
     last_seqs: dict[str, int]
     now: datetime
+    assigned: tuple[list[Stored | BaseException], list[Row]] | None = None  # when already done in the thread
 
 
 Outcome = tuple[int, _Committed | BaseException]  # how many writes, in order, and what became of them
@@ -66,15 +81,22 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC) if text else None
+
+
 def _record(row: tuple) -> Notification:
-    content = Content(row[3], row[4], row[5], row[6], orjson.loads(row[7]) if row[7] else {})
-    created = datetime.fromisoformat(row[8]).replace(tzinfo=UTC)
-    return Notification(row[0], row[1], row[2], content, created, bool(row[9]))
+    content = Content(row[3], row[4], row[5], row[6], orjson.loads(row[7]) if row[7] else {}, row[11],
+                      _moment(row[12]), row[13])
+    return Notification(row[0], row[1], row[2], content, _moment(row[8]), bool(row[9]),  # type: ignore[arg-type]
+                        _moment(row[14]))
 
 
 class SqliteWriter(Writer):
-    def __init__(self, path: str, on_commit: OnCommit, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: str, on_commit: OnCommit, *, synchronous: str = "FULL",
+                 idempotency_ttl: timedelta = timedelta(days=1)) -> None:
         self._path = path
+        self._idempotency_ttl = idempotency_ttl
         self._synchronous = synchronous
         self._on_commit = on_commit
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -160,7 +182,7 @@ class SqliteWriter(Writer):
             if isinstance(outcome, BaseException):
                 results += [outcome] * count
             else:
-                results += outcome.batch.assign(outcome.last_seqs, outcome.now)[0]
+                results += (outcome.assigned or outcome.batch.assign(outcome.last_seqs, outcome.now))[0]
         hand_over(jobs, results, self._on_commit)
 
     def _commit_isolating(self, connection: sqlite3.Connection, writes: list[Write]) -> list[Outcome]:
@@ -189,25 +211,41 @@ class SqliteWriter(Writer):
             if keys:
                 rows = connection.execute(_BY_KEYS, (orjson.dumps(keys).decode(),)).fetchall()
                 before = {row[10]: _record(row) for row in rows}
-            batch = Batch(writes, before)
+            scoped = idempotency_keys(writes)
+            keys_before = {}
+            if scoped:
+                since = _stamp(utcnow() - self._idempotency_ttl)
+                found = connection.execute(_KEYS_BEFORE, (orjson.dumps(scoped).decode(), since)).fetchall()
+                keys_before = {(p, k): (h, status, text) for p, k, h, status, text in found}
+            batch = Batch(writes, before, keys_before)
             last = {}
+            now = utcnow()
             if batch.users:
                 counts = orjson.dumps({user: batch.counts[user] for user in batch.users}).decode()
                 last = dict(connection.execute(_BUMP, (counts,)).fetchall())
                 rows = []
+                collapsing = set()
                 for write in batch.new_writes():
                     c = write.content
                     meta = orjson.dumps(c.meta).decode()
                     key = write.dedupe_key if len(write.user_ids) == 1 else None
-                    rows += [(i, u, c.title, c.message, c.type, c.link, meta, key)
+                    expires = _stamp(c.expires_at) if c.expires_at else None
+                    rows += [(i, u, c.title, c.message, c.type, c.link, meta, key, c.priority, expires, c.collapse_key)
                              for i, u in zip(write.ids, write.user_ids, strict=True)]
+                    if c.collapse_key is not None:
+                        collapsing.update((u, c.collapse_key) for u in write.user_ids)
                 now = utcnow()
                 connection.execute(_INSERT, (orjson.dumps(rows).decode(), _stamp(now)))
-            else:
-                now = utcnow()
+                connection.execute(_USERS, (counts, _stamp(now)))
+                if collapsing:
+                    connection.executemany(_COLLAPSE, sorted(collapsing))
+            assigned = None
+            if batch.idempotent:  # the answer is stored with the key, in this transaction
+                assigned = batch.assign(last, now)
+                connection.executemany(_KEYS_INSERT, [(*row, _stamp(now)) for row in batch.key_rows(assigned[0])])
             connection.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
             raise
-        return _Committed(batch, last, now)
+        return _Committed(batch, last, now, assigned)
