@@ -15,6 +15,7 @@ from namaskah_notify import __version__
 from .db import db_app
 from .doctor import doctor
 from .listen import listen
+from .publish import send
 from .send import send_test
 from .serve import serve
 from .stats import stats
@@ -46,6 +47,7 @@ def main(
 app.command()(serve)
 app.command()(token)
 app.command()(listen)
+app.command()(send)
 app.command("send-test")(send_test)
 app.command()(stats)
 app.command()(doctor)
