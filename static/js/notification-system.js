@@ -471,20 +471,59 @@ export class NotificationSystem extends EventTarget {
     const n = notification;
     if (!n || typeof n.id !== "string" || this.seen.has(n.id)) return false;
     if (this.lastSeq === null || n.seq > this.lastSeq) this.lastSeq = n.seq;
+    if (source !== "poll") this.send({ type: "ack", seq: n.seq });
+    if (isExpired(n) || this.isCollapsedBy(n)) return false; // past its expiry, or a newer one replaced it
     if (n.seq > this.countedThrough) {
       this.countedThrough = n.seq;
       if (!n.is_read) this.setUnread(this.unreadCount + 1);
     }
+    this.collapseOlder(n);
     this.remember(n);
     this.prependNotificationToList(n);
-    if (source !== "poll") this.send({ type: "ack", seq: n.seq });
-    if (!n.is_read) {
+    this.expireLater(n);
+    if (!n.is_read && n.priority !== "low") { // low priority: the list and the badge only
       this.showToast(n);
       this.playSound();
       this.showDesktopNotification(n);
     }
     this.dispatch("notification", { notification: n, source });
     return true;
+  }
+
+  /** A newer notification with the same collapse key is already here: this older one is replaced. */
+  isCollapsedBy(n) {
+    return Boolean(n.collapse_key) && this.items.some((item) => item.collapse_key === n.collapse_key
+      && item.seq > n.seq);
+  }
+
+  /** Replace the older notifications with ``n``'s collapse key (like the Notifications API's ``tag``): out
+   * of the list and the toasts, and, if unread, out of the badge (the server stopped counting them). */
+  collapseOlder(n) {
+    if (!n.collapse_key) return;
+    const older = this.items.filter((item) => item.collapse_key === n.collapse_key && item.seq < n.seq);
+    for (const item of older) this.removeItem(item.id);
+    const box = this.el("toasts");
+    for (const toast of box ? [...box.children] : []) {
+      if (toast.dataset.collapseKey === n.collapse_key) this.dismissToast(toast);
+    }
+  }
+
+  /** Take one notification out of the list (and the badge, if it was unread). */
+  removeItem(id) {
+    const index = this.items.findIndex((item) => item.id === id);
+    if (index < 0) return;
+    const [item] = this.items.splice(index, 1);
+    if (!item.is_read) this.setUnread(Math.max(0, this.unreadCount - 1));
+    const list = this.el("list");
+    const element = list && list.querySelector(`[data-id="${CSS.escape(id)}"]`);
+    if (element) element.remove();
+  }
+
+  /** A notification with ``expires_at`` leaves the list when it expires. */
+  expireLater(n) {
+    if (!n.expires_at) return;
+    const left = Date.parse(n.expires_at) - Date.now();
+    if (Number.isFinite(left)) setTimeout(() => this.removeItem(n.id), Math.min(Math.max(left, 0), 2 ** 31 - 1));
   }
 
   remember(n) {
@@ -545,8 +584,9 @@ export class NotificationSystem extends EventTarget {
     const box = this.el("toasts");
     if (!box) return;
     const toast = document.createElement("div");
-    toast.className = "ns-toast";
+    toast.className = n.priority === "high" ? "ns-toast ns-high" : "ns-toast";
     toast.dataset.id = n.id;
+    if (n.collapse_key) toast.dataset.collapseKey = n.collapse_key;
     toast.dataset.type = n.type || "info";
     const body = document.createElement("button");
     body.type = "button";
@@ -631,7 +671,8 @@ export class NotificationSystem extends EventTarget {
     if (!this.options.desktop || document.visibilityState !== "hidden") return;
     if (typeof Notification === "undefined" || Notification.permission !== "granted") return;
     try {
-      const desktop = new Notification(n.title, { body: n.message, tag: n.id });
+      const desktop = new Notification(n.title, { body: n.message, tag: n.collapse_key || n.id,
+        renotify: Boolean(n.collapse_key), requireInteraction: n.priority === "high" });
       desktop.onclick = () => {
         window.focus();
         desktop.close();
@@ -814,6 +855,11 @@ export class NotificationSystem extends EventTarget {
   dispatch(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** True once a notification's ``expires_at`` has passed. */
+function isExpired(n) {
+  return Boolean(n.expires_at) && Date.parse(n.expires_at) <= Date.now();
 }
 
 function span(className, text) {
