@@ -1,21 +1,30 @@
 # syntax=docker/dockerfile:1
-# Build wheels for the service and everything it needs, then install them into a small runtime image.
-FROM python:3.12-slim AS build
+# Build wheels for the service and everything it needs, each checked against the hashes in requirements.lock,
+# then install exactly those into a small runtime image. The lock is made for CPython 3.11 (python3 dev.py lock).
+FROM python:3.11-slim AS build
 WORKDIR /src
+COPY requirements.lock ./
+RUN pip wheel --no-cache-dir --require-hashes --no-deps --wheel-dir /wheels -r requirements.lock \
+    && pip install --no-cache-dir --no-index --find-links /wheels --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY namaskah_notify ./namaskah_notify
 COPY cli ./cli
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# Built with the setuptools the lock pinned, not one fetched for an isolated build.
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
-FROM python:3.12-slim
+FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     NOTIFY_DATA_DIR=/data \
     NOTIFY_STATIC_DIR=/app/static
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+COPY --from=build /dist /dist
+COPY requirements.lock /tmp/requirements.lock
+RUN pip install --no-cache-dir --no-index --find-links /wheels --require-hashes --no-deps -r /tmp/requirements.lock \
+    && pip install --no-cache-dir --no-index --no-deps /dist/*.whl \
+    && rm -rf /wheels /dist /tmp/requirements.lock \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin notify \
-    && mkdir -p /data && chown notify:notify /data
+    && mkdir -p /data && chown notify:notify /data && chmod 700 /data
 COPY static /app/static
 USER notify
 VOLUME ["/data"]
