@@ -34,6 +34,7 @@ from .node import Node
 from .openapi import install as describe_api
 from .openapi import operation_id
 from .pageheaders import PageHeaders
+from .retention import Pruner
 from .revocations import Revocations
 from .routes import admin, notifications, ops, verifications
 from .routes.edge import Edge
@@ -89,6 +90,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         node.start()
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()
+        pruner = Pruner(engine, settings, on_removed=stats.pruned)
+        pruner.start()
         handshakes = None
         if settings.handshake_rate_per_ip:
             handshakes = handshake_limiter(settings.handshake_rate_per_ip, settings.handshake_burst_per_ip)
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             hub.close_all(1001, "server shutting down")
+            await pruner.stop()
             await sms.stop()
             await dispatcher.close()
             await node.stop()
@@ -115,8 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url="/redoc" if docs else None, openapi_url="/openapi.json" if docs else None)
     if settings.allowed_origins:
         # The browser client embedded in the main web app calls the HTTP API from that origin too.
-        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(CORSMiddleware, allow_origins=settings.allowed_origins,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                           max_age=600)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(PageHeaders)  # CSP and the rest for / and /static
     app.add_middleware(Edge)  # outermost: sockets and backends' publishes skip the HTTP layers entirely

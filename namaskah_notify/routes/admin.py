@@ -1,4 +1,4 @@
-"""Administration: disconnect a user everywhere, optionally revoking the tokens they hold."""
+"""Administration: disconnect a user everywhere, optionally revoking the tokens they hold; erase a user."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, StrictBool
 
 from .. import openapi as api
+from .. import retention
 from ..brokers import CloseUser, Revoked
 from ..deps import AdminDep, ServicesDep
 from ..schemas import iso
@@ -48,3 +49,15 @@ async def disconnect_user(
     log.warning("admin disconnect: user=%s revoke_tokens=%s other nodes %s", user_id, revoke, others)
     return {"user_id": user_id, "revoked_before": iso(datetime.fromtimestamp(before, UTC)) if before else None,
             "other_nodes": others}
+
+
+@router.delete("/users/{user_id}", response_model=api.Erased, responses=api.errors(401, 403, 422, 503))
+async def erase_user(services: ServicesDep, _admin: AdminDep, user_id: str) -> dict[str, Any]:
+    """Erase everything stored for ``user_id`` (notifications, sequence, verifications, revocation,
+    idempotency keys, the known-user row) and close the user's connections on every node (1008 "user
+    erased"); the user's next notification is ``seq`` 1. Rows deleted per table."""
+    counts = await retention.erase_user(services.store.engine, user_id)
+    services.broker.publish([CloseUser(user_id, 1008, "user erased")])
+    log.warning("admin erase: user=%s rows=%d other nodes %s", user_id, sum(counts.values()),
+                "notified" if services.broker.up else "unreachable")
+    return {"deleted": counts}
