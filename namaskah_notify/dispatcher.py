@@ -69,9 +69,8 @@ class Dispatcher:
         connected = await self._presence()
         if audience == "connected":
             return connected
-        known = dict.fromkeys(await self._store.known_users())
-        known.update(dict.fromkeys(connected))  # connected a moment ago: not recorded yet
-        return list(known)
+        # The connected first: their chunk is committed and pushed first, while the rest is stored.
+        return list(dict.fromkeys([*connected, *await self._store.known_users()]))
 
     async def broadcast(self, content: Content, audience: str = "all",
                         idempotency: Idempotency | None = None) -> Stored:
