@@ -19,6 +19,7 @@ _STATUS_STYLE = {
     "expiring": ("!", "yellow"),
     "error": ("!", "red"),
     "closed": ("■", "dim"),
+    "deleted": ("✕", "magenta"),
 }
 
 

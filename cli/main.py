@@ -1,7 +1,8 @@
 """``notify``: the Typer app. Each command lives in its own module; this one only wires them together.
 
 Commands parse, call and render; a failure is one red line on stderr and a non-zero exit.
-Imports ``db``, ``doctor``, ``listen``, ``send``, ``serve``, ``stats`` and ``tokens``.
+Imports ``db``, ``doctor``, ``listen``, ``prune``, ``publish``, ``remove``, ``send``, ``serve``, ``stats`` and
+``tokens``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from namaskah_notify import __version__
 from .db import db_app
 from .doctor import doctor
 from .listen import listen
+from .prune import prune
 from .publish import send
+from .remove import delete, erase
 from .send import send_test
 from .serve import serve
 from .stats import stats
@@ -51,4 +54,7 @@ app.command()(send)
 app.command("send-test")(send_test)
 app.command()(stats)
 app.command()(doctor)
+app.command()(delete)
+app.command()(erase)
+app.command()(prune)
 app.add_typer(db_app, name="db")

@@ -17,6 +17,7 @@ from namaskah_notify.client import (
     Backoff,
     Connected,
     ConnectionFailed,
+    Deleted,
     Disconnected,
     ErrorReported,
     NotFound,
@@ -105,5 +106,9 @@ def _status(event: object, on_status: OnStatus, limit: str, *, refreshable: bool
             on_status("expiring", f"token expires in {left:g}s; the server will then close the connection (4401)")
         case TokenRefreshed():
             on_status("refreshed", "token refreshed")
+        case Deleted(notification_ids=ids, all=everything, unread_count=unread):
+            which = "all notifications" if everything else ", ".join(ids[:5]) + (f" and {len(ids) - 5} more"
+                                                                               if len(ids) > 5 else "")
+            on_status("deleted", f"deleted {which} (unread {unread})")
         case ErrorReported(code=code, message=message):
             on_status("error", f"server: {code}: {message}")

@@ -130,6 +130,8 @@ class Pruner:
             if not mine:
                 pruned.ran = False
                 return pruned
+            for reason in self._reasons():
+                pruned.rows[reason] = 0  # every rule in the report, in the order applied
             now = utcnow()
             live = or_(n.c.expires_at.is_(None), n.c.expires_at >= now)
             kept = [live]
@@ -154,6 +156,17 @@ class Pruner:
                 if rows:
                     self._on_removed(table, rows)
         return pruned
+
+    def _reasons(self) -> list[tuple[str, str]]:
+        reasons = [("notifications", "expired")]
+        if self._retention is not None:
+            reasons.append(("notifications", "retention"))
+        if self._max_per_user:
+            reasons.append(("notifications", "max_per_user"))
+        reasons.append(("idempotency_keys", "ttl"))
+        if self._retention is not None:
+            reasons += [("verifications", "finished"), ("sms_fake_inbox", "finished"), ("sms_fake_inbox", "retention")]
+        return reasons
 
     async def _notifications(self, pruned: Pruned, reason: str, where: list[Any]) -> None:
         await self._rows(pruned, ("notifications", reason), n, (n.c.id,), where)
@@ -210,8 +223,7 @@ class Pruner:
                     await connection.execute(v.delete().where(v.c.id.in_(ids)))
             self._timed(pruned, began)
             self._add(pruned, ("verifications", "finished"), len(ids))
-            if ids:
-                self._add(pruned, ("sms_fake_inbox", "finished"), int(inbox.rowcount or 0))
+            self._add(pruned, ("sms_fake_inbox", "finished"), int(inbox.rowcount or 0) if ids else 0)
             if len(ids) < self._batch:
                 return
             await asyncio.sleep(self._pause)

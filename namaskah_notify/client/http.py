@@ -140,6 +140,23 @@ def mark_read_call(notification_id: str) -> Call[Item]:
     return Call("POST", f"/api/notifications/{_segment(notification_id)}/read", read=_object)
 
 
+def mark_read_many_call(notification_ids: list[str]) -> Call[Item]:
+    return Call("POST", "/api/notifications/read", {"ids": list(notification_ids)}, read=_object)
+
+
+def mark_unread_call(notification_id: str) -> Call[Item]:
+    return Call("POST", f"/api/notifications/{_segment(notification_id)}/unread", read=_object)
+
+
+def delete_all_call(read_only: bool) -> Call[Item]:
+    return Call("DELETE", "/api/notifications", params={"read": "true"} if read_only else None, read=_object)
+
+
+def erase_user_call(user_id: str) -> Call[dict[str, int]]:
+    return Call("DELETE", f"/api/admin/users/{_segment(user_id)}",
+                read=lambda r: {table: int(rows) for table, rows in _object(r)["deleted"].items()})
+
+
 def delete_call(notification_id: str) -> Call[None]:
     return Call("DELETE", f"/api/notifications/{_segment(notification_id)}", read=lambda _r: None)
 
@@ -250,6 +267,24 @@ class AsyncNotifyClient(_Client):
         without that route, or a notification that is not the caller's, raises :class:`NotFound`."""
         await self.call(delete_call(notification_id))
 
+    async def mark_read_many(self, notification_ids: list[str]) -> Item:
+        """Mark several read (up to 1,000; others' ids are left alone): ``{"notification_ids"`` (those that
+        changed), ``"unread_count"}``; every tab gets one ``read`` event."""
+        return await self.call(mark_read_many_call(notification_ids))
+
+    async def mark_unread(self, notification_id: str) -> Item:
+        """The notification, unread again; every tab gets an ``unread`` event."""
+        return await self.call(mark_unread_call(notification_id))
+
+    async def delete_all(self, *, read_only: bool = False) -> Item:
+        """Delete all of the caller's notifications (``read_only``: the read ones): ``{"deleted",
+        "unread_count"}``; every tab gets a ``deleted`` event."""
+        return await self.call(delete_all_call(read_only))
+
+    async def erase_user(self, user_id: str) -> dict[str, int]:
+        """Admin: erase everything stored for ``user_id`` and close their connections; rows per table."""
+        return await self.call(erase_user_call(user_id))
+
     async def stats(self) -> Item:
         """``GET /ws/stats``: connections, users, counters, rates, latency, nodes."""
         return await self.call(STATS)
@@ -342,6 +377,24 @@ class NotifyClient(_Client):
         """``DELETE /api/notifications/{id}``, on servers that have it (contract section 6); a server
         without that route, or a notification that is not the caller's, raises :class:`NotFound`."""
         self.call(delete_call(notification_id))
+
+    def mark_read_many(self, notification_ids: list[str]) -> Item:
+        """Mark several read (up to 1,000; others' ids are left alone): ``{"notification_ids"`` (those that
+        changed), ``"unread_count"}``; every tab gets one ``read`` event."""
+        return self.call(mark_read_many_call(notification_ids))
+
+    def mark_unread(self, notification_id: str) -> Item:
+        """The notification, unread again; every tab gets an ``unread`` event."""
+        return self.call(mark_unread_call(notification_id))
+
+    def delete_all(self, *, read_only: bool = False) -> Item:
+        """Delete all of the caller's notifications (``read_only``: the read ones): ``{"deleted",
+        "unread_count"}``; every tab gets a ``deleted`` event."""
+        return self.call(delete_all_call(read_only))
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """Admin: erase everything stored for ``user_id`` and close their connections; rows per table."""
+        return self.call(erase_user_call(user_id))
 
     def stats(self) -> Item:
         """``GET /ws/stats``: connections, users, counters, rates, latency, nodes."""
