@@ -47,7 +47,8 @@ def explain(status: int, body: Any, base: str) -> str:
         return (f"401 unauthorized: {detail or 'token rejected'}; use an admin token made with this server's "
                 "secret (--data-dir / NOTIFY_DATA_DIR, NOTIFY_JWT_SECRET, or --token)")
     if status == 403:
-        return f"403 forbidden: {detail or 'not allowed'}; mint an admin token with `notify token NAME --admin`"
+        return (f"403 forbidden: {detail or 'not allowed'}; mint a webhook token with "
+                "`notify token NAME --scope notify:webhook` (or --admin)")
     if status == 422:
         if isinstance(detail, list) and detail and isinstance(detail[0], dict):
             first = detail[0]
