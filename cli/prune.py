@@ -18,7 +18,6 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from namaskah_notify.config import Settings
-from namaskah_notify.db import create_engine
 from namaskah_notify.retention import Pruned, Pruner
 
 from .common import DataDir, fail, out, settings_from
@@ -46,11 +45,11 @@ def prune_summary(pruned: Pruned) -> str:
 
 
 async def _run(settings: Settings, dry_run: bool) -> Pruned:
-    engine = create_engine(settings)
+    pruner = Pruner(settings)
     try:
-        return await Pruner(engine, settings).run(dry_run=dry_run)
+        return await pruner.run(dry_run=dry_run)
     finally:
-        await engine.dispose()
+        await pruner.close()
 
 
 def prune(

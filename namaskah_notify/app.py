@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         node.start()
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()
-        pruner = Pruner(engine, settings, on_removed=stats.pruned)
+        pruner = Pruner(settings, on_removed=stats.pruned)
         pruner.start()
         handshakes = None
         if settings.handshake_rate_per_ip:
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             hub.close_all(1001, "server shutting down")
-            await pruner.stop()
+            await pruner.close()
             await sms.stop()
             await dispatcher.close()
             await node.stop()

@@ -34,7 +34,7 @@ from sqlalchemy import ColumnElement, Delete, Select, and_, func, or_, select, t
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .config import Settings
-from .db import translate, writing
+from .db import create_engine, translate, writing
 from .models import (
     idempotency_keys,
     notifications,
@@ -77,10 +77,17 @@ class Pruned:
 
 
 class Pruner:
-    """Runs the retention rules once (``run``), or every ``NOTIFY_PRUNE_INTERVAL_S`` in the background."""
+    """Runs the retention rules once (``run``), or every ``NOTIFY_PRUNE_INTERVAL_S`` in the background;
+    ``close()`` when done. ``engine``: the database to prune (default: its own connections to the
+    configured one)."""
 
-    def __init__(self, engine: AsyncEngine, settings: Settings, on_removed: OnRemoved | None = None) -> None:
-        self._engine = engine
+    def __init__(self, settings: Settings, on_removed: OnRemoved | None = None, *,
+                 engine: AsyncEngine | None = None) -> None:
+        # Its own connections by default, which on SQLite do not sync to disk at each commit: that halves
+        # how long a batch holds the write lock, and loses nothing that matters (the next publish's commit
+        # syncs the log, and a batch lost to a power cut is deleted again on the next run).
+        self._own = engine is None
+        self._engine = engine or create_engine(settings.model_copy(update={"sqlite_synchronous": "NORMAL"}))
         self._retention = timedelta(days=settings.retention_days) if settings.retention_days else None
         self._max_per_user = settings.max_per_user
         self._key_ttl = timedelta(seconds=settings.idempotency_ttl_s)
@@ -95,12 +102,14 @@ class Pruner:
         if self._interval > 0:
             self._task = asyncio.create_task(self._loop(), name="pruner")
 
-    async def stop(self) -> None:
+    async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
             self._task = None
+        if self._own:
+            await self._engine.dispose()
 
     async def _loop(self) -> None:
         # Nodes started together spread their first turn (the lock makes them take turns anyway).
@@ -214,8 +223,8 @@ class Pruner:
             return
         chosen: Select[Any] = select(v.c.id).where(finished).limit(self._batch)
         while True:
-            began = time.perf_counter()
             async with writing(self._engine) as connection:
+                began = time.perf_counter()  # from here until the commit, other writers wait
                 ids = list((await connection.execute(chosen)).scalars())
                 if ids:
                     inbox = await connection.execute(
@@ -230,8 +239,8 @@ class Pruner:
 
     async def _batches(self, pruned: Pruned, reason: tuple[str, str], statement: Delete) -> None:
         while True:
-            began = time.perf_counter()
             async with writing(self._engine) as connection:
+                began = time.perf_counter()  # from here until the commit, other writers wait
                 removed = int((await connection.execute(statement)).rowcount or 0)
             self._timed(pruned, began)
             self._add(pruned, reason, removed)
