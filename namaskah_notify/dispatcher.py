@@ -82,6 +82,10 @@ class Dispatcher:
         if len(self._seen) < 100_000:
             self._seen.add(user_id)
 
+    def forget(self, user_id: str) -> None:
+        """The user is being erased: do not record their earlier connection as known after it."""
+        self._seen.discard(user_id)
+
     async def _record_seen(self) -> None:
         while True:
             await asyncio.sleep(1.0)

@@ -56,8 +56,9 @@ async def erase_user(services: ServicesDep, _admin: AdminDep, user_id: str) -> d
     """Erase everything stored for ``user_id`` (notifications, sequence, verifications, revocation,
     idempotency keys, the known-user row) and close the user's connections on every node (1008 "user
     erased"); the user's next notification is ``seq`` 1. Rows deleted per table."""
-    counts = await retention.erase_user(services.store.engine, user_id)
     services.broker.publish([CloseUser(user_id, 1008, "user erased")])
+    services.dispatcher.forget(user_id)
+    counts = await retention.erase_user(services.store.engine, user_id)
     log.warning("admin erase: user=%s rows=%d other nodes %s", user_id, sum(counts.values()),
                 "notified" if services.broker.up else "unreachable")
     return {"deleted": counts}
