@@ -77,7 +77,8 @@ class Notification(_Answer):
         "id": "notif_1a2b3c4d5e6f", "seq": 42, "user_id": "alice", "title": "📱 SMS Code Received",
         "message": "Verification code received for Google", "type": "sms_received", "link": "/verify?id=ver_123",
         "created_at": "2025-01-01T12:00:00.000Z", "is_read": False,
-        "meta": {"verification_id": "ver_123", "service": "Google"},
+        "meta": {"verification_id": "ver_123", "service": "Google"}, "priority": "normal", "expires_at": None,
+        "collapse_key": None, "read_at": None,
     }]})
 
     id: str
@@ -90,6 +91,11 @@ class Notification(_Answer):
     created_at: str = Field(json_schema_extra=_ISO)
     is_read: bool
     meta: dict[str, Any]
+    priority: Literal["low", "normal", "high"]
+    expires_at: str | None = Field(json_schema_extra=_ISO, description="Afterwards it is neither pushed, "
+                                   "replayed nor listed.")
+    collapse_key: str | None = Field(description="A newer one with the same key replaces this one.")
+    read_at: str | None = Field(json_schema_extra=_ISO)
 
 
 class NotificationPage(_Answer):

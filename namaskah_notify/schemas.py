@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -142,10 +141,15 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+# ``audience`` (even null) only beside ``broadcast: true``.
+_AUDIENCE_WITH_BROADCAST = [
+    {"not": {"required": ["audience"]}},
+    {"required": ["broadcast"], "properties": {"broadcast": {"const": True}}},
+]
 # Exactly one audience, as the model validator below checks (a null counts as absent).
 _ONE_AUDIENCE = [
-    {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}, "not": {"required": ["audience"]}},
-    {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}, "not": {"required": ["audience"]}},
+    {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+    {"required": ["user_ids"], "properties": {"user_ids": {"type": "array"}}},
     {"required": ["broadcast"], "properties": {"broadcast": {"const": True}}},
 ]
 
@@ -153,7 +157,8 @@ _ONE_AUDIENCE = [
 class PublishBody(_Body):
     """``POST /api/notifications``: exactly one of ``user_id``, ``user_ids`` or ``broadcast``."""
 
-    model_config = ConfigDict(json_schema_extra={"oneOf": _ONE_AUDIENCE, "examples": [
+    model_config = ConfigDict(json_schema_extra={
+        "oneOf": _ONE_AUDIENCE, "anyOf": _AUDIENCE_WITH_BROADCAST, "examples": [
         {"user_id": "alice", "title": "Hello", "message": "First notification", "link": "/inbox"},
         {"user_ids": ["alice", "bob"], "title": "Deploy finished", "type": "deploy", "meta": {"build": 42}},
         {"broadcast": True, "title": "Maintenance at 22:00", "type": "system"},
@@ -177,7 +182,7 @@ class PublishBody(_Body):
                                  json_schema_extra={"maxProperties": 32,
                                                     "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}})
     priority: Literal["low", "normal", "high"] = Field(default="normal")
-    expires_at: AwareDatetime | None = Field(
+    expires_at: DateTime | None = Field(
         default=None, description="ISO-8601 with a zone; afterwards the notification is neither pushed, "
         "replayed nor listed, and the pruner removes it (one already past is stored and never shown).")
     collapse_key: str | None = Field(

@@ -16,7 +16,8 @@ from . import publish as publish_path
 
 # A publisher's retry of the same request: 1-200 visible ASCII characters, scoped to the token's subject.
 IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
+    # HTTP drops the spaces around a header's value, so the description allows them.
+    alias="Idempotency-Key", pattern=r"^[ \t]*[\x21-\x7e]{1,200}[ \t]*$",
     description="A retry with the same key and body within NOTIFY_IDEMPOTENCY_TTL_S answers the first "
                 "answer again and stores nothing; the same key with another body is 422 "
                 "`idempotency_mismatch`.")]

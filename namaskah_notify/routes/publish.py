@@ -40,6 +40,7 @@ def idempotency_key(publisher: str, header: str | None, body: BaseModel) -> Key 
     body sent again with other spacing or key order is the same request."""
     if header is None:
         return None
+    header = header.strip(" \t")  # as HTTP reads a header's value
     if not KEY_PATTERN.fullmatch(header):
         raise ValueError("Idempotency-Key must be 1-200 visible ASCII characters")
     return publisher, header, hashlib.sha256(body.model_dump_json().encode()).hexdigest()
@@ -127,7 +128,7 @@ async def serve_fast(services: Services, route: Route, scope: Scope, receive: Re
         elif not (caller := services.identify(bearer)).allows(needed):
             raise ValueError("scope missing")
         body = model.model_validate_json(raw)
-        claim = idempotency_key(caller.user_id, key.decode("latin-1") if key else None, body)
+        claim = idempotency_key(caller.user_id, key.decode("latin-1") if key is not None else None, body)
     except (NotifyError, ValidationError, ValueError):
         await app(scope, replaying(raw, receive), send)  # the framework's own 401, 403 or 422
         return
