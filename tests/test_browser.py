@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,7 +53,10 @@ class Browsing:
     """One browser context (one user's browser profile) and the dashboard pages opened in it."""
 
     def __init__(self, browser: Any, *before: str, **context_options: Any) -> None:
-        self.context = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
+        # Playwright's wait_for_function builds its predicate with eval, which the dashboard's CSP refuses:
+        # these tests drive behaviour; tests/test_dashboard_csp.py runs the dashboard under its policy.
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800}, bypass_csp=True,
+                                           **context_options)
         for script in before:  # wrapped by the recorder, so what they do is recorded too
             self.context.add_init_script(script)
         self.context.add_init_script(RECORDER)
@@ -499,3 +503,48 @@ def test_dashboard_fits_desktop_and_phone_widths(server, browsing):
     for selector in ("#bell", "#notification-panel", ".ns-toast"):
         box = page.locator(selector).first.bounding_box()
         assert box and box["x"] >= 0 and box["x"] + box["width"] <= 390, selector
+
+
+def test_deleting_in_one_tab_removes_it_in_the_other_and_unread_goes_both_ways(server, browsing):
+    """Each list item has Mark read / Mark unread and Delete: marking it read, then unread, in one tab
+    changes the other tab's item and badge; deleting it in one tab removes it from both lists (the other
+    through the ``deleted`` frame) and from the server; Delete read clears the read ones everywhere."""
+    from playwright.sync_api import expect
+
+    user = new_user("delete")
+    profile = browsing().configure()
+    first, second = profile.open(server, server.token(user)), profile.open(server, server.token(user))
+    for title in ("Keep me", "Delete me", "Read and clear"):
+        server.publish(user, title)
+    for page in (first, second):
+        expect(page.locator("#bell-badge")).to_have_text("3", timeout=2000)
+    first.click("#bell")
+
+    def item(page: Any, title: str) -> Any:
+        return page.locator("#notification-list .ns-item", has_text=title)
+
+    item(first, "Delete me").locator(".ns-item-toggle").click()  # Mark read
+    expect(second.locator("#bell-badge")).to_have_text("2", timeout=2000)
+    expect(item(second, "Delete me")).not_to_have_class(re.compile("ns-unread"))
+    expect(item(first, "Delete me").locator(".ns-item-toggle")).to_have_text("Mark unread")
+    item(first, "Delete me").locator(".ns-item-toggle").click()
+    expect(second.locator("#bell-badge")).to_have_text("3", timeout=2000)
+    expect(item(second, "Delete me")).to_have_class(re.compile("ns-unread"))
+    assert [f["notification_ids"] for f in frames(second, "unread")] == [[item(second, "Delete me")
+                                                                          .get_attribute("data-id")]]
+
+    item(first, "Delete me").locator(".ns-item-delete").click()
+    assert items(first) == ["Read and clear", "Keep me"]  # at once in the tab that deleted it
+    expect(item(second, "Delete me")).to_have_count(0, timeout=2000)
+    assert items(second) == ["Read and clear", "Keep me"]
+    expect(second.locator("#bell-badge")).to_have_text("2", timeout=2000)
+    assert len(frames(second, "deleted")) == 1
+    listed = httpx.get(f"{server.url}/api/notifications", headers=server.user_headers(user)).json()
+    assert [n["title"] for n in listed["items"]] == ["Read and clear", "Keep me"] and listed["unread_count"] == 2
+
+    item(first, "Read and clear").locator(".ns-item-toggle").click()
+    expect(second.locator("#bell-badge")).to_have_text("1", timeout=2000)
+    first.click("#delete-read")
+    expect(second.locator("#notification-list .ns-item")).to_have_count(1, timeout=2000)
+    assert items(first) == items(second) == ["Keep me"]
+    assert unread_on_server(server, user) == 1

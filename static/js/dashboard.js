@@ -130,6 +130,7 @@ function wirePanel() {
     if (!panel.hidden && !path.includes(panel) && !path.includes(bell)) open(false);
   });
   $("mark-all").addEventListener("click", () => notifications.markAllRead());
+  $("delete-read").addEventListener("click", () => notifications.deleteAll({ readOnly: true }));
 
   const desktop = $("desktop-alerts");
   if (typeof Notification !== "undefined" && Notification.permission === "default") {
@@ -163,6 +164,10 @@ function wireActivity() {
     if (detail.replayed) log(`Resumed: ${detail.replayed} missed notification${detail.replayed === 1 ? "" : "s"} delivered`);
   });
   notifications.addEventListener("resync", () => log("Too much missed: list reloaded"));
+  notifications.addEventListener("deleted", ({ detail }) => {
+    const count = detail.ids.length;
+    log(detail.all ? "All notifications deleted" : `Deleted ${count} notification${count === 1 ? "" : "s"}`);
+  });
   notifications.addEventListener("unread", ({ detail }) => {
     $("fact-unread").textContent = String(detail.count);
     document.title = (detail.count ? `(${detail.count}) ` : "") + "Notifications · namaskah-notify";

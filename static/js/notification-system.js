@@ -197,6 +197,12 @@ export class NotificationSystem extends EventTarget {
       case "read":
         this.applyRead(frame);
         break;
+      case "unread":
+        this.applyUnread(frame);
+        break;
+      case "deleted":
+        this.applyDeleted(frame);
+        break;
       case "resumed":
         this.resuming = false;
         this.dispatch("resumed", { replayed: frame.replayed, lastSeq: frame.last_seq });
@@ -451,7 +457,7 @@ export class NotificationSystem extends EventTarget {
       headers: { Authorization: `Bearer ${token}` },
     });
     if (!response.ok) throw new HttpError(response.status);
-    return response.json();
+    return response.status === 204 ? null : response.json();
   }
 
   apiUrl(path) {
@@ -575,7 +581,22 @@ export class NotificationSystem extends EventTarget {
     const state = span("ns-sr-only", n.is_read ? "" : "Unread: ");
     button.append(state, title, message, time);
     button.addEventListener("click", () => this.openNotification(n.id));
-    li.append(button);
+    const actions = document.createElement("span");
+    actions.className = "ns-item-actions";
+    const toggle = document.createElement("button");
+    toggle.type = "button";
+    toggle.className = "ns-item-toggle";
+    toggle.textContent = n.is_read ? "Mark unread" : "Mark read";
+    toggle.setAttribute("aria-label", `${toggle.textContent}: ${n.title}`);
+    toggle.addEventListener("click", () => (n.is_read ? this.markUnread(n.id) : this.markRead(n.id)));
+    const remove = document.createElement("button");
+    remove.type = "button";
+    remove.className = "ns-item-delete";
+    remove.textContent = "Delete";
+    remove.setAttribute("aria-label", `Delete: ${n.title}`);
+    remove.addEventListener("click", () => this.deleteNotification(n.id));
+    actions.append(toggle, remove);
+    li.append(button, actions);
     return li;
   }
 
@@ -752,6 +773,77 @@ export class NotificationSystem extends EventTarget {
     }
   }
 
+  /** Mark one unread again (over HTTP); every tab gets an `unread` frame. */
+  markUnread(id) {
+    const n = this.items.find((item) => item.id === id);
+    if (n && n.is_read) {
+      n.is_read = false;
+      this.setUnread(this.unreadCount + 1);
+      this.updateItem(n);
+    }
+    return this.api(`/api/notifications/${encodeURIComponent(id)}/unread`, { method: "POST" })
+      .catch((err) => this.onHttpError(err));
+  }
+
+  /** Delete one (over HTTP): it leaves this tab at once, the others when their `deleted` frame arrives. */
+  deleteNotification(id) {
+    const element = this.el("list")?.querySelector(`[data-id="${CSS.escape(id)}"]`);
+    const next = element && element.contains(document.activeElement)
+      ? (element.nextElementSibling || element.previousElementSibling) : null;
+    this.removeItem(id);
+    this.dismissToastOf(id);
+    if (next) next.querySelector("button").focus(); // keyboard users land on the neighbouring item
+    return this.api(`/api/notifications/${encodeURIComponent(id)}`, { method: "DELETE" })
+      .catch((err) => {
+        if (err instanceof HttpError && err.status === 404) return; // gone already
+        this.onHttpError(err);
+        this.loadList({ resync: true }); // put back what is still there
+      });
+  }
+
+  /** Delete all of the user's notifications, or with `readOnly` the read ones (over HTTP). */
+  deleteAll({ readOnly = false } = {}) {
+    for (const n of [...this.items]) {
+      if (!readOnly || n.is_read) this.removeItem(n.id);
+    }
+    return this.api(`/api/notifications${readOnly ? "?read=true" : ""}`, { method: "DELETE" })
+      .then((body) => this.setUnread(body.unread_count))
+      .catch((err) => {
+        this.onHttpError(err);
+        this.loadList({ resync: true });
+      });
+  }
+
+  /** A `deleted` frame: notifications were deleted in some tab, or over HTTP (`all`: every one). */
+  applyDeleted(frame) {
+    const ids = frame.all ? this.items.map((n) => n.id) : frame.notification_ids || [];
+    for (const id of ids) {
+      this.removeItem(id);
+      this.dismissToastOf(id);
+    }
+    this.setUnread(frame.unread_count);
+    this.dispatch("deleted", { ids: frame.all ? [] : [...ids], all: Boolean(frame.all),
+      unreadCount: frame.unread_count });
+  }
+
+  /** An `unread` frame: something was marked unread again, in any tab or over HTTP. */
+  applyUnread(frame) {
+    const ids = new Set(frame.notification_ids || []);
+    for (const n of this.items) {
+      if (n.is_read && ids.has(n.id)) {
+        n.is_read = false;
+        this.updateItem(n);
+      }
+    }
+    this.setUnread(frame.unread_count);
+    this.dispatch("markedunread", { ids: [...ids], unreadCount: frame.unread_count });
+  }
+
+  dismissToastOf(id) {
+    const toast = this.el("toasts")?.querySelector(`[data-id="${CSS.escape(id)}"]`);
+    if (toast) this.dismissToast(toast);
+  }
+
   /** A `read` frame: another tab (or this one, or HTTP) marked something read. */
   applyRead(frame) {
     const ids = new Set(frame.notification_ids || []);
@@ -769,10 +861,11 @@ export class NotificationSystem extends EventTarget {
     const list = this.el("list");
     const element = list && list.querySelector(`[data-id="${CSS.escape(n.id)}"]`);
     if (element) {
-      const hadFocus = element.contains(document.activeElement);
+      const focused = element.contains(document.activeElement) ? document.activeElement.className : null;
       const fresh = this.renderItem(n);
       element.replaceWith(fresh);
-      if (hadFocus) fresh.querySelector("button").focus(); // keyboard users stay where they were
+      // Keyboard users stay where they were: on the same button of the item.
+      if (focused !== null) (fresh.querySelector(`.${focused}`) || fresh.querySelector("button")).focus();
     }
     const toast = this.el("toasts")?.querySelector(`[data-id="${CSS.escape(n.id)}"]`);
     if (toast && n.is_read) this.dismissToast(toast);
