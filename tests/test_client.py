@@ -437,7 +437,7 @@ def test_the_client_imports_with_only_httpx_and_websockets(bare_venv: Path) -> N
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout.replace("'", '"')))
     assert loaded <= {"namaskah_notify", *(f"namaskah_notify.client{s}" for s in (
-        "", "._retry", ".errors", ".events", ".http", ".stream", ".subscriber"))}
+        "", "._retry", ".errors", ".events", ".http", ".signing", ".stream", ".subscriber"))}
     with contextlib.suppress(FileNotFoundError):
         for name in ("fastapi", "pydantic", "sqlalchemy", "starlette"):
             assert not list((bare_venv.parent.parent / "lib").glob(f"python*/site-packages/{name}"))
