@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import pytest
 import yaml
@@ -129,8 +130,9 @@ class Recorder:
 
 
 async def test_live_frames_match_the_description(make_server, description: Description) -> None:
-    """Query, header and first-frame auth; replay, resume and resync; live push, read, ping both ways, ack,
-    token refresh and expiry warning; every error frame a client can cause; refusals with close codes."""
+    """Query, header and first-frame auth; replay, resume and resync; live push, read, unread and deleted,
+    ping both ways, ack, token refresh and expiry warning; every error frame a client can cause; refusals
+    with close codes."""
     server: ServerProcess = make_server(NOTIFY_REPLAY_LIMIT="3", NOTIFY_TOKEN_EXPIRY_WARNING_S="3600")
     user = new_user("asyncapi")
     token = server.token(user, ttl=7200)
@@ -154,6 +156,11 @@ async def test_live_frames_match_the_description(make_server, description: Descr
         assert (await record.until(ws, "read"))["notification_ids"] == [live["id"]]
         await record.send(ws, {"type": "mark_all_read"})
         assert (await record.until(ws, "read"))["all"] is True
+        headers = server.user_headers(user)
+        assert httpx.post(f"{server.url}/api/notifications/{live['id']}/unread", headers=headers).status_code == 200
+        assert (await record.until(ws, "unread"))["notification_ids"] == [live["id"]]
+        assert httpx.delete(f"{server.url}/api/notifications/{live['id']}", headers=headers).status_code == 204
+        assert (await record.until(ws, "deleted"))["notification_ids"] == [live["id"]]
         await record.send(ws, {"type": "refresh_token", "token": server.token(user, ttl=7200)})
         await record.until(ws, "token_refreshed")
         for bad in ("not json", json.dumps({"type": "subscribe"}), json.dumps({"type": "mark_read"}),
