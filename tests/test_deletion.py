@@ -1,6 +1,7 @@
 """Deleting, marking several read, marking unread and erasing a user, against real servers: the answers,
-the ``deleted`` / ``read`` / ``unread`` frames in every tab, resumes across deleted rows, erasure checked
-by SQL on SQLite and PostgreSQL, and ``notify delete`` / ``notify erase``."""
+the ``deleted`` / ``read`` / ``unread`` frames in every tab, resumes across deleted rows (raw and with the
+Python client's Subscriber), erasure checked by SQL on SQLite and PostgreSQL, and ``notify delete`` /
+``notify erase``."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from namaskah_notify.client import Deleted, NotificationReceived, Resumed, Resynced, Subscriber
 from namaskah_notify.models import metadata, sms_fake_inbox
 
 from .conftest import ROOT, ServerProcess, eventually, new_user, recv_json, recv_until
@@ -265,3 +267,38 @@ def test_cli_delete_and_erase(server: ServerProcess) -> None:
     assert erased.returncode == 0, erased.stderr
     assert json.loads(erased.stdout)["deleted"]["notifications"] == 1
     assert listed(server, user)["last_seq"] == 0
+
+
+async def test_python_subscriber_resumes_across_deleted_ones_and_reports_deletions(make_server) -> None:
+    """The Python client's Subscriber takes a seq the server no longer stores as deleted, not lost: a replay
+    and a resync over HTTP (``NOTIFY_REPLAY_LIMIT`` 4) both pass over deleted ones, the latest included, then
+    live ones follow; a deletion arrives as a ``Deleted`` event."""
+    server = make_server(NOTIFY_REPLAY_LIMIT="4")
+    user = new_user("subscriber")
+    records = publish(server, user, 5)
+    for record in (records[1], records[4]):  # seq 2, and the latest, seq 5
+        assert delete(server, user, f"/{record['id']}").status_code == 204
+    token = server.token(user)
+    async with Subscriber(server.url, token, since_seq=1) as sub:  # a replay: 3, 4
+        events = sub.events()
+        seen = [event async for event in _until(events, Resumed)]
+        assert [e.seq for e in seen if isinstance(e, NotificationReceived)] == [3, 4]
+    async with Subscriber(server.url, token, since_seq=0) as sub:  # too many to replay: over HTTP
+        events = sub.events()
+        seen = [event async for event in _until(events, Resynced)]
+        assert [e.seq for e in seen if isinstance(e, NotificationReceived)] == [1, 3, 4]
+        assert seen[-1] == Resynced(3, 5)
+        server.publish(user, "live")
+        live = await asyncio.wait_for(anext(events), 5)
+        assert isinstance(live, NotificationReceived) and (live.seq, live.replayed) == (6, False)
+        assert delete(server, user, f"/{records[0]['id']}").status_code == 204
+        deleted = await asyncio.wait_for(anext(events), 5)
+        assert deleted == Deleted([records[0]["id"]], False, 3)
+
+
+async def _until(events: Any, kind: type) -> Any:
+    while True:
+        event = await asyncio.wait_for(anext(events), 5)
+        yield event
+        if isinstance(event, kind):
+            return

@@ -2,8 +2,9 @@
 
 :class:`Stream` keeps the cursor (the highest ``seq`` handed on) across connections and checks the order:
 a ``seq`` at or below the cursor is a repeat (a replay overlapping a catch-up) and is dropped; one past
-``cursor + 1`` is a gap and raises :class:`SequenceError`, for the I/O layer to fill over HTTP or to pass
-on. Imports ``errors`` and ``events``.
+``cursor + 1`` in a live frame is a gap and raises :class:`SequenceError`, for the I/O layer to fill over
+HTTP or to pass on. What the server sends from its store (a resume's replay, the HTTP list) may skip a
+``seq``: a notification deleted or expired keeps its number. Imports ``errors`` and ``events``.
 """
 
 from __future__ import annotations
@@ -48,21 +49,24 @@ class Stream:
         self.replaying = self.cursor is not None
         return self.cursor
 
-    def accept(self, data: dict[str, Any], replayed: bool) -> NotificationReceived | None:
-        """One notification: the event when it is the next one, None when already handed on."""
+    def accept(self, data: dict[str, Any], replayed: bool, *, stored: bool = False) -> NotificationReceived | None:
+        """One notification: the event when it is the next one, None when already handed on. ``stored``: it
+        comes from the server's store, in order (a resume's replay, the HTTP list, or a live one after the
+        list filled what it could), where a skipped ``seq`` is a notification deleted or expired, not lost."""
         seq = int(data["seq"])
         if self.cursor is not None:
             if seq <= self.cursor:
                 self.duplicates += 1
                 return None
-            if seq != self.cursor + 1:
+            if seq != self.cursor + 1 and not stored:
                 raise SequenceError(f"notifications {self.cursor + 1}..{seq - 1} are missing (got seq {seq})",
                                     expected=self.cursor + 1, got=seq)
         self.cursor = seq
         return NotificationReceived(data, replayed)
 
-    def feed(self, text: str) -> Event | Resync | None:
-        """One server text frame; None for frames that carry nothing for the caller (``pong``, repeats)."""
+    def feed(self, text: str, *, stored: bool = False) -> Event | Resync | None:
+        """One server text frame; None for frames that carry nothing for the caller (``pong``, repeats).
+        ``stored``: a gap before this notification was checked against the store (see ``accept``)."""
         if text == "pong":
             return None
         try:
@@ -73,7 +77,7 @@ class Stream:
             return None
         match frame.get("type"):
             case "notification":
-                return self.accept(frame["data"], self.replaying)
+                return self.accept(frame["data"], self.replaying, stored=stored or self.replaying)
             case "connected":
                 last_seq = int(frame.get("last_seq", 0))
                 if self.cursor is None:

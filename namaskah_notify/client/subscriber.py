@@ -19,9 +19,10 @@ What it does for the caller:
 - after a drop, reconnects with full-jitter backoff and resumes with ``since_seq``; the server replays
   what was missed. Close codes that retrying cannot fix raise (4401 :class:`Unauthorized`, 4403
   :class:`Forbidden`, 1009 :class:`TooLarge`); 1000 ends the iteration; 1008 and 4429 wait longer first;
-- when the server cannot replay (``resync_required``) or a ``seq`` is skipped, fetches the missed ones
-  over HTTP (``catch_up=True``) and raises :class:`SequenceError` / :class:`ResyncRequired` when even
-  that cannot fill the gap (or ``catch_up=False``): a loss is never silent;
+- when the server cannot replay (``resync_required``) or a live ``seq`` is skipped, fetches the missed
+  ones over HTTP (``catch_up=True``; a ``seq`` the server no longer stores, deleted or expired, is passed
+  over) or raises :class:`SequenceError` / :class:`ResyncRequired` (``catch_up=False``): a loss is never
+  silent;
 - acks each live notification (the server's delivery-latency figures), paced under the server's frame
   rate limit; keeps the connection alive with protocol pings;
 - stops with ``aclose()`` or at the end of ``async with``; ``aclose()`` from another task ends an
@@ -201,7 +202,7 @@ class Subscriber:
                 raise
             async for filled in self._fill():
                 yield filled
-            event = self._stream.feed(text)  # raises again when HTTP could not fill the gap either
+            event = self._stream.feed(text, stored=True)  # what the store does not have was deleted or expired
         if isinstance(event, Resync):
             async for caught_up in self._resync(event.last_seq):
                 yield caught_up
@@ -226,10 +227,8 @@ class Subscriber:
         async for event in self._fill():
             fetched += 1
             yield event
-        now = self._stream.cursor or 0
-        if now < last_seq:
-            raise ResyncRequired(f"the server listed notifications up to seq {now}, not {last_seq}",
-                                 expected=now + 1, got=last_seq)
+        # Listed to the end: every seq up to last_seq that is not there was deleted or expired.
+        now = self._stream.cursor = max(self._stream.cursor or 0, last_seq)
         yield Resynced(fetched, now)
 
     async def _fill(self) -> AsyncIterator[NotificationReceived]:
@@ -238,7 +237,7 @@ class Subscriber:
             while True:
                 page = await http.list(limit=200, since_seq=self._stream.cursor or 0)
                 for item in page["items"]:
-                    event = self._stream.accept(item, replayed=True)  # a hole in the store raises here
+                    event = self._stream.accept(item, replayed=True, stored=True)
                     if event is not None:
                         yield event
                 if not page.get("has_more") or not page["items"]:
