@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response, status
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from starlette.convertors import Convertor, register_url_convertor
 
 from .. import openapi as api
 from ..deps import PublisherDep, ServicesDep, UserDep, WebhookDep
@@ -84,7 +85,25 @@ async def unread_one(services: ServicesDep, user: UserDep, notification_id: str)
     return record.to_wire()
 
 
-@router.delete("/notifications/{notification_id}", tags=["notifications"], status_code=status.HTTP_204_NO_CONTENT,
+class NotificationIdSegment(Convertor[str]):
+    """A notification id as the last path segment: any segment but the concrete paths beside it, which
+    OpenAPI matches first, so ``DELETE /api/notifications/read`` is a 405 rather than a delete of an id
+    ``read``."""
+
+    regex = "(?!(?:read|read-all|unread-count)$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("notification_id", NotificationIdSegment())
+
+
+@router.delete("/notifications/{notification_id:notification_id}", tags=["notifications"],
+               status_code=status.HTTP_204_NO_CONTENT,
                response_class=Response, responses=api.errors(401, (404, "No such notification of the caller's."),
                                                             422, 503))
 async def delete_one(services: ServicesDep, user: UserDep, notification_id: str) -> Response:
