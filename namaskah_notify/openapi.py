@@ -25,8 +25,11 @@ Real-time notifications: stored, numbered per user without gaps, pushed to every
 over the WebSocket `/ws/notifications` (described in `docs/asyncapi.yaml`), and served here for publishing
 backends and as the polling fallback.
 
-**Auth**: `Authorization: Bearer <JWT>`; `sub` (or `user_id`) is the user, `role: "admin"` may publish
-and administer. **Errors** are `{"detail": str, "code": str}` with the status; a request that fails
+**Auth**: `Authorization: Bearer <JWT>`; `sub` (or `user_id`) is the user. The `scope` claim (space-separated)
+adds privileged routes: `notify:publish` publishing, `notify:webhook` the SMS webhook only, `notify:admin`
+(or `role: "admin"`) everything; a missing scope is `403 insufficient_scope`. With a webhook secret
+configured, the SMS webhook also accepts `X-Notify-Signature` instead of a token (`401 bad_signature`).
+**Errors** are `{"detail": str, "code": str}` with the status; a request that fails
 validation is `422 {"detail": [...]}`.
 """
 
@@ -53,7 +56,7 @@ class Error(BaseModel):
     detail: str = Field(description="What went wrong, for a person.")
     code: str = Field(description="What went wrong, for a program: `unauthorized`, `forbidden`, `not_found`, "
                                   "`conflict`, `bad_request`, `too_large`, `unstorable`, `rate_limited`, "
-                                  "`unavailable`, …")
+                                  "`unavailable`, `insufficient_scope`, `bad_signature`, …")
 
 
 class ValidationIssue(BaseModel):

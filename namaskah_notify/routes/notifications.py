@@ -160,7 +160,11 @@ async def publish(services: ServicesDep, publisher: PublisherDep, body: PublishB
              responses={201: {"description": "Stored and pushed: the SMS notification.", "model": api.Notification},
                         200: {"description": "A repeated `message_id`: the first notification; nothing is pushed "
                                              "again.", "model": api.Notification},
-                        **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)})
+                        **api.errors(400, 401, 403, 413, 422, 503, unstorable=True)},
+             openapi_extra={"parameters": [{
+                 "name": "X-Notify-Signature", "in": "header", "required": False, "schema": {"type": "string"},
+                 "description": "With NOTIFY_WEBHOOK_SECRET on the server, instead of a token: `t=<unix seconds>,"
+                                "v1=<hex HMAC-SHA256(secret, \"<t>.<raw body>\")>`, within 300 s."}]})
 async def sms_inbound(services: ServicesDep, caller: WebhookDep, body: SmsInboundBody,
                       idempotency_key: IdempotencyKey = None) -> Response:
     """A provider's webhook: an SMS code arrived for a verification; a retried ``message_id`` is 200. Needs
