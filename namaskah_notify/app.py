@@ -6,7 +6,9 @@ reverse order. Imports every module of the package; nothing imports it but ``ser
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -19,7 +21,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
-from starlette.routing import Match
 
 from .auth import TokenVerifier, require_audience
 from .brokers import create_broker
@@ -146,7 +147,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         headers = exc.headers
         if exc.status_code == 405:  # Starlette names the methods of the first route on the path only
-            headers = {**(headers or {}), "Allow": _allowed(request)}
+            headers = {**(headers or {}), "Allow": _allowed(request, (headers or {}).get("Allow", ""))}
         return JSONResponse({"detail": exc.detail, "code": code}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -159,15 +160,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _allowed(request: Request) -> str:
-    """Every method some route serves on the request's path."""
-    routes = request.app.router.routes
-    allowed = []
-    for method in ("DELETE", "GET", "HEAD", "PATCH", "POST", "PUT"):
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] is Match.FULL for route in routes):
-            allowed.append(method)
-    return ", ".join(allowed)
+def _allowed(request: Request, default: str) -> str:
+    """The methods the API description gives the request's path: its own path item when it has one (a
+    concrete path before a templated one, as OpenAPI matches them), else those of the templates it fits;
+    for a path the description leaves out (the dashboard, static files), the router's own answer."""
+    path, root = request.scope.get("path", ""), request.scope.get("root_path", "")
+    path = path[len(root):] if root and path.startswith(root) else path
+    paths = request.app.openapi().get("paths", {})
+    items = [paths[path]] if path in paths else [item for template, item in paths.items()
+                                                 if "{" in template and _template(template).fullmatch(path)]
+    methods = sorted({method.upper() for item in items for method in item if method in _METHODS})
+    return ", ".join(methods) or default
+
+
+_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+
+@functools.cache
+def _template(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
 
 
 def _encodable(value: object) -> object:
