@@ -535,7 +535,7 @@ def test_unknown_route_is_404_json(server, path):
 
 def test_wrong_method_is_405_json(server):
     """A known route with the wrong method is 405 JSON."""
-    _assert_json_error(httpx.delete(f"{server.url}/api/notifications", headers=server.admin_headers()), 405)
+    _assert_json_error(httpx.put(f"{server.url}/api/notifications", headers=server.admin_headers()), 405)
 
 
 @pytest.mark.parametrize("path", ["/ws/stats", "/metrics"])
