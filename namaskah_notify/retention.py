@@ -155,10 +155,13 @@ class Pruner:
             await self._rows(pruned, ("idempotency_keys", "ttl"), idempotency_keys,
                              (idempotency_keys.c.publisher, idempotency_keys.c.key), [key_is_old])
             if self._retention is not None:
-                await self._verifications(pruned, v.c.expires_at < now - self._retention)
+                finished = self._finished(v.c.expires_at < now - self._retention)
+                await self._verifications(pruned, finished)
+                # Rows of a finished verification went with it (a dry run counts them there, not again).
                 await self._rows(pruned, ("sms_fake_inbox", "retention"), sms_fake_inbox,
                                  (sms_fake_inbox.c.verification_id, sms_fake_inbox.c.id),
-                                 [sms_fake_inbox.c.received_at < now - self._retention])
+                                 [sms_fake_inbox.c.received_at < now - self._retention,
+                                  sms_fake_inbox.c.verification_id.not_in(select(v.c.id).where(finished))])
         pruned.elapsed_s = time.perf_counter() - started
         if self._on_removed is not None and not dry_run:
             for table, rows in pruned.by_table().items():
@@ -209,10 +212,14 @@ class Pruner:
         match: ColumnElement[bool] = key[0].in_(chosen) if len(key) == 1 else tuple_(*key).in_(chosen)
         await self._batches(pruned, reason, table.delete().where(match))
 
-    async def _verifications(self, pruned: Pruned, old: ColumnElement[bool]) -> None:
+    @staticmethod
+    def _finished(old: ColumnElement[bool]) -> ColumnElement[bool]:
+        """Verifications that are over (received and notified, expired or cancelled) and ``old``."""
+        return and_(old, or_(v.c.status.in_(("expired", "cancelled")),
+                             and_(v.c.status == "received", v.c.notification_id.is_not(None))))
+
+    async def _verifications(self, pruned: Pruned, finished: ColumnElement[bool]) -> None:
         """Finished verifications, with their fake-provider inbox rows in the same transaction."""
-        finished = and_(old, or_(v.c.status.in_(("expired", "cancelled")),
-                                 and_(v.c.status == "received", v.c.notification_id.is_not(None))))
         if pruned.dry_run:
             ids = select(v.c.id).where(finished)
             for table, query in (("verifications", select(func.count()).where(finished)),

@@ -11,6 +11,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -18,10 +20,16 @@ import pytest
 from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from cli.subscriber import _status as cli_status
+from namaskah_notify.brokers.messages import CatchUp, Push
 from namaskah_notify.client import Deleted, NotificationReceived, Resumed, Resynced, Subscriber
+from namaskah_notify.hub import Connection
 from namaskah_notify.models import metadata, sms_fake_inbox
+from namaskah_notify.schemas import Content, Notification
+from namaskah_notify.stats import Stats
 
 from .conftest import ROOT, ServerProcess, eventually, new_user, recv_json, recv_until
+from .test_cluster import cluster_env
 from .test_sms import code8, fake_sms, start_verification
 from .test_websocket import expect_close
 
@@ -302,3 +310,64 @@ async def _until(events: Any, kind: type) -> Any:
         yield event
         if isinstance(event, kind):
             return
+
+
+async def test_erasure_closes_the_users_tabs_on_every_node(make_server, postgres, redis_server) -> None:
+    """Erased through node A, the user's tabs on A and on B close with 1008 "user erased"; another user's
+    tab stays open; the next notification through B is seq 1."""
+    env = cluster_env(postgres, redis_server)
+    a, b = make_server(**env), make_server(**env)
+    user, bystander = new_user("erased"), new_user("stays")
+    publish(a, user, 2)
+    async with a.ws(a.token(user)) as on_a, b.ws(b.token(user)) as on_b, b.ws(b.token(bystander)) as other:
+        for tab in (on_a, on_b, other):
+            await recv_until(tab, "connected")
+        answer = httpx.delete(f"{a.url}/api/admin/users/{user}", headers=a.admin_headers(), timeout=10)
+        assert answer.json()["deleted"]["notifications"] == 2
+        for tab in (on_a, on_b):
+            assert await expect_close(tab) == (1008, "user erased")
+        await other.send("ping")
+        assert await asyncio.wait_for(other.recv(), 5) == "pong"
+    assert b.publish(user, "again").json()["seq"] == 1
+
+
+async def test_a_tab_behind_deleted_rows_catches_up_without_waiting() -> None:
+    """The hub, without sockets: a connection told to catch up to a seq whose rows were deleted, and then
+    pushed a seq past such a hole, sends what is stored and moves on, with no fetch left pending."""
+    sent: list[str] = []
+    fetches: list[tuple[int, int | None]] = []
+    stored = {2: "two", 5: "five"}  # 3, 4 and 6 were deleted
+
+    async def fetch(user_id: str, after: int, upto: int | None, limit: int) -> list[Notification]:
+        fetches.append((after, upto))
+        return [Notification(f"notif_{s}", user_id, s, Content(title), datetime.now(UTC))
+                for s, title in sorted(stored.items()) if after < s <= (upto or s)][:limit]
+
+    async def send(text: str) -> None:
+        sent.append(text)
+
+    async def close(code: int, reason: str) -> None:
+        raise AssertionError(f"closed {code} {reason}")
+
+    connection = Connection("u", send, close, fetch=fetch, stats=Stats(), queue_size=16, replay_limit=100)
+    connection.last_seq = 1
+    connection.start_sender()
+    connection.enqueue(CatchUp("u", 4))
+    connection.enqueue(Push("u", 7, time.time(), '{"type":"notification","data":{"seq":7}}'))
+    for _ in range(100):
+        if connection.last_seq == 7:
+            break
+        await asyncio.sleep(0.01)
+    assert [json.loads(f)["data"]["seq"] for f in sent] == [2, 5, 7]
+    assert connection.last_seq == 7 and fetches == [(1, 4), (4, 6)]
+    await connection.finish()
+
+
+def test_listen_prints_deletions() -> None:
+    """``notify listen`` turns a ``deleted`` event into one status line: the ids (five at most), or all."""
+    lines: list[tuple[str, str]] = []
+    report = lambda kind, text: lines.append((kind, text))  # noqa: E731
+    cli_status(Deleted([f"notif_{i}" for i in range(7)], False, 3), report, "10", refreshable=True)
+    cli_status(Deleted([], True, 0), report, "10", refreshable=True)
+    assert lines == [("deleted", "deleted notif_0, notif_1, notif_2, notif_3, notif_4 and 2 more (unread 3)"),
+                     ("deleted", "deleted all notifications (unread 0)")]
