@@ -436,8 +436,8 @@ def test_the_client_imports_with_only_httpx_and_websockets(bare_venv: Path) -> N
                             env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "")})
     assert result.returncode == 0, result.stderr
     loaded = set(json.loads(result.stdout.replace("'", '"')))
-    assert loaded <= {"namaskah_notify", *(f"namaskah_notify.client{s}" for s in (
-        "", "._retry", ".errors", ".events", ".http", ".signing", ".stream", ".subscriber"))}
+    assert "namaskah_notify.client" in loaded
+    assert all(name == "namaskah_notify" or name.startswith("namaskah_notify.client") for name in loaded), loaded
     with contextlib.suppress(FileNotFoundError):
         for name in ("fastapi", "pydantic", "sqlalchemy", "starlette"):
             assert not list((bare_venv.parent.parent / "lib").glob(f"python*/site-packages/{name}"))
