@@ -116,7 +116,7 @@ async def test_async_client_publishes_broadcasts_and_reads(make_server) -> None:
 
 def test_errors_are_named_after_the_codes(server: ServerProcess, tmp_path: Path) -> None:
     """A bad token is Unauthorized, a user's token publishing is Forbidden, a blank title is InvalidRequest,
-    a delete the server has no route for is NotFound, and all derive from one base class."""
+    deleting a notification that is not the caller's is NotFound, and all derive from one base class."""
     with pytest.raises(Unauthorized) as refused, NotifyClient(server.url, "not.a.jwt") as api:
         api.unread_count()
     assert refused.value.status == 401 and refused.value.code == "unauthorized"
