@@ -35,9 +35,10 @@ from .node import Node
 from .openapi import install as describe_api
 from .openapi import operation_id
 from .pageheaders import PageHeaders
+from .preferences import PreferenceBook, Preferences
 from .retention import Pruner
 from .revocations import Revocations
-from .routes import admin, notifications, ops, verifications
+from .routes import admin, notifications, ops, people, verifications
 from .routes.edge import Edge
 from .routes.publish import error_body
 from .sms import SmsService, check_settings
@@ -69,9 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         stats = Stats()
         stats.bind_broker(lambda: 1.0 if broker.up else 0.0, lambda: broker.state_changes)
         revocations = Revocations()
-        hub = Hub(stats, settings.max_connections_per_user, on_revoked=revocations.note)
+        preferences = PreferenceBook()
+        hub = Hub(stats, settings.max_connections_per_user, on_revoked=revocations.note,
+                  on_preferences=lambda user, body: preferences.note(user, Preferences.from_wire(body)))
         store = Store(engine)
         await revocations.refresh(store)
+        await preferences.refresh(store)
 
         async def presence() -> list[str]:
             """Users connected anywhere in the cluster (this node's when alone or Redis is down)."""
@@ -83,10 +87,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         dispatcher = Dispatcher(settings.resolved_database_url, store, broker, stats, presence,
                                 sqlite_synchronous=settings.sqlite_synchronous,
-                                idempotency_ttl_s=settings.idempotency_ttl_s)
+                                idempotency_ttl_s=settings.idempotency_ttl_s, preferences=preferences)
         await dispatcher.start()
         node = Node(node_id, hub, store, broker, stats, revocations,
-                    reconcile_interval_s=settings.reconcile_interval_s)
+                    reconcile_interval_s=settings.reconcile_interval_s, preferences=preferences)
         await broker.start(hub.deliver, on_gap=node.gap, describe=node.describe)
         node.start()
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
@@ -130,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(ops.router)
     app.include_router(verifications.router)
+    app.include_router(people.router)
     _mount_static(app, settings)
     describe_api(app, settings)
 

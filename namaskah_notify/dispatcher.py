@@ -12,17 +12,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from . import protocol
 from .brokers import Broker, Frame, Message, Push
 from .errors import NotFound
+from .preferences import PreferenceBook
 from .schemas import Content, Notification, utcnow
 from .stats import Stats
 from .store import Store
 from .writer import Idempotency, Stored, Write, Writer, create_writer, sms_dedupe_key
 
 log = logging.getLogger("namaskah_notify.dispatcher")
+ERASED_FOR_S = 60.0  # an erased user's closing connections are not recorded as seen for this long
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A pushed notification, for a channel beyond the open tabs: whose, its JSON ``data`` as the tabs got
+    it, its priority, and whether the user's preferences silence it (then it must make no sound)."""
+
+    user_id: str
+    data: str
+    priority: str
+    silent: bool
 DELETED_IDS_PER_FRAME = 1000
 
 SMS_TITLE = "📱 SMS Code Received"
@@ -32,7 +47,7 @@ SMS_TYPE = "sms_received"
 class Dispatcher:
     def __init__(self, database_url: str, store: Store, broker: Broker, stats: Stats,
                  presence: Callable[[], Awaitable[list[str]]], *, sqlite_synchronous: str = "FULL",
-                 idempotency_ttl_s: float = 86400.0) -> None:
+                 idempotency_ttl_s: float = 86400.0, preferences: PreferenceBook | None = None) -> None:
         self._store = store
         self._broker = broker
         self._stats = stats
@@ -40,7 +55,12 @@ class Dispatcher:
         self._writer: Writer = create_writer(database_url, self._push, sqlite_synchronous=sqlite_synchronous,
                                              idempotency_ttl_s=idempotency_ttl_s)
         self._seen: set[str] = set()
+        self._erased: dict[str, float] = {}  # user -> when erased (monotonic)
         self._seen_task: asyncio.Task[None] | None = None
+        self.preferences = preferences or PreferenceBook()
+        # Channels that reach users beyond their open tabs (Web Push): each is handed every pushed
+        # notification, after the broker, and must only queue (it decides who is offline).
+        self.offline: list[Callable[[list[Offer]], None]] = []
 
     async def start(self) -> None:
         await self._writer.start()
@@ -78,13 +98,21 @@ class Dispatcher:
         return await self.notify(await self.audience(audience), content, idempotency)
 
     def seen(self, user_id: str) -> None:
-        """A user connected: known from now on (recorded within a second, many at a time)."""
+        """A user connected or left: known from now on, last seen now (recorded within a second, many at a
+        time). Not a user just erased, whose connections are still closing."""
+        if user_id in self._erased and time.monotonic() - self._erased[user_id] < ERASED_FOR_S:
+            return
         if len(self._seen) < 100_000:
             self._seen.add(user_id)
 
     def forget(self, user_id: str) -> None:
-        """The user is being erased: do not record their earlier connection as known after it."""
+        """The user is being erased: do not record their earlier connection as known after it, and let their
+        preferences go (other nodes hear of it through the broker)."""
         self._seen.discard(user_id)
+        self.preferences.forget(user_id)
+        now = time.monotonic()
+        self._erased = {u: t for u, t in self._erased.items() if now - t < ERASED_FOR_S}
+        self._erased[user_id] = now
 
     async def _record_seen(self) -> None:
         while True:
@@ -169,19 +197,31 @@ class Dispatcher:
     def _push(self, batch: list[Stored]) -> None:
         """The writer's ``on_commit``: every notification it just committed, in ``seq`` order."""
         messages: list[Message] = []
-        now = None
+        offers: list[Offer] = []
+        now = utcnow()
+        book, offering = self.preferences, bool(self.offline)
         for stored in batch:
             first = stored.records[0]
-            expires = first.content.expires_at
-            if expires is not None and expires <= (now := now or utcnow()):
+            content = first.content
+            if content.expires_at is not None and content.expires_at <= now:
                 continue  # stored, and already past: never pushed
             created = first.created_at.timestamp()  # one moment per write
             for record, data in zip(stored.records, stored.data, strict=True):
+                silent = book.silences(record.user_id, content.type, content.priority, now)
+                if silent:  # muted, or quiet hours: delivered without a sound
+                    data = data[:-1] + ',"silent":true}'
                 messages.append(Push(record.user_id, record.seq, created, protocol.wrap_notification(data)))
+                if offering:
+                    offers.append(Offer(record.user_id, data, content.priority, silent))
         if not messages:
             return
         self._stats.published(len(messages))
         self._publish(messages)
+        for hook in self.offline:
+            try:
+                hook(offers)
+            except Exception:  # a push channel's trouble never reaches publishing
+                log.exception("handing %d notifications to a push channel failed", len(offers))
         if log.isEnabledFor(logging.INFO):
             for stored in batch:
                 first = stored.records[0]

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from . import protocol
-from .brokers.messages import CatchUp, CloseUser, Frame, Message, Push, Revoked
+from .brokers.messages import CatchUp, CloseUser, Frame, Message, Preferred, Push, Revoked
 from .errors import NotifyError, TooManyConnections
 from .schemas import Notification
 from .stats import Stats
@@ -260,9 +260,11 @@ class Hub:
     """Connections by user on this node."""
 
     def __init__(self, stats: Stats, max_per_user: int,
-                 on_revoked: Callable[[str, float], None] | None = None) -> None:
+                 on_revoked: Callable[[str, float], None] | None = None,
+                 on_preferences: Callable[[str, dict], None] | None = None) -> None:
         self._stats = stats
         self._on_revoked = on_revoked
+        self._on_preferences = on_preferences
         self._max_per_user = max_per_user
         self._users: dict[str, dict[str, Connection]] = {}
         self.connection_count = 0
@@ -316,6 +318,13 @@ class Hub:
                 self._close(mine, 4401, "token revoked")
             elif kind is CloseUser:
                 self._close(mine, message.code, message.reason[:120])
+            elif kind is Preferred:
+                if self._on_preferences is not None:
+                    self._on_preferences(message.user_id, message.preferences)
+                if mine:
+                    frame = Frame(message.user_id, protocol.preferences_frame(message.preferences))
+                    for connection in mine.values():
+                        connection.enqueue(frame)
             elif mine:
                 for connection in mine.values():  # enqueue never adds or removes connections
                     connection.enqueue(message)

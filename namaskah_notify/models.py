@@ -68,6 +68,16 @@ users = Table(
     Column("last_seen", DateTime(timezone=True), nullable=False),
 )
 
+# A user's notification preferences (``preferences.py``), as the API shows them; only users who changed the
+# defaults have a row. ``updated_at`` is the database's clock, which orders every node's changes.
+preferences = Table(
+    "preferences",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("body", JSON, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 # A publisher's ``Idempotency-Key`` (scoped to its token's ``sub``) and the first answer it got: a repeat
 # with the same body within the TTL is answered the same; the pruner removes expired keys.
 idempotency_keys = Table(

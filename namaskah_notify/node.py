@@ -18,6 +18,7 @@ import socket
 
 from .brokers import Broker, CatchUp
 from .hub import Connection, Hub
+from .preferences import PreferenceBook
 from .revocations import Revocations
 from .stats import Stats
 from .store import Store
@@ -29,13 +30,15 @@ CHUNK = 500
 
 class Node:
     def __init__(self, node_id: str, hub: Hub, store: Store, broker: Broker, stats: Stats,
-                 revocations: Revocations, *, reconcile_interval_s: float) -> None:
+                 revocations: Revocations, *, reconcile_interval_s: float,
+                 preferences: PreferenceBook | None = None) -> None:
         self.node_id = node_id
         self._hub = hub
         self._store = store
         self._broker = broker
         self._stats = stats
         self._revocations = revocations
+        self._preferences = preferences
         self._reconcile_interval = reconcile_interval_s
         self._wake = asyncio.Event()
         self._force = False
@@ -80,6 +83,8 @@ class Node:
             try:
                 await self._reconcile_once()
                 self._close_revoked(await self._revocations.refresh(self._store))
+                if self._preferences is not None:
+                    await self._preferences.refresh(self._store)
             except Exception as exc:  # the database is down: next round
                 log.debug("reconcile failed: %s", exc)
 

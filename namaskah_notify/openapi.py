@@ -101,6 +101,17 @@ class Notification(_Answer):
     read_at: str | None = Field(json_schema_extra=_ISO)
 
 
+class UserPresence(_Answer):
+    online: bool = Field(description="Connected on any node now.")
+    connections: int = Field(ge=0)
+    last_seen: str | None = Field(json_schema_extra=_ISO, description="When a connection of theirs last opened "
+                                  "or closed; null if never.")
+
+
+class Presence(_Answer):
+    users: dict[str, UserPresence]
+
+
 class NotificationPage(_Answer):
     items: list[Notification]
     unread_count: int = Field(ge=0)

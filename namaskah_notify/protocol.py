@@ -168,6 +168,10 @@ def deleted_frame(notification_ids: list[str], all_deleted: bool, unread_count: 
     )
 
 
+def preferences_frame(preferences: dict[str, Any]) -> str:
+    return _dump({"type": "preferences", "preferences": preferences})
+
+
 def resumed_frame(replayed: int, last_seq: int) -> str:
     return _dump({"type": "resumed", "replayed": replayed, "last_seq": last_seq})
 

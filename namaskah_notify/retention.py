@@ -12,7 +12,7 @@ between batches. One process prunes at a time: a PostgreSQL advisory lock, or on
 on a file next to the database; a node that finds it taken skips its turn. Deleting leaves every user's
 ``seq`` where it is: a resume from before the oldest kept gets ``resync_required`` (see ``hub``).
 
-Logged: INFO one line per run that removed something (rows per table, batches, the longest batch);
+Logged: INFO one line per run that removed something (rows per table, batches, the median and longest);
 WARNING a run that failed (the next one tries again). Imports ``config``, ``db``, ``models`` and ``schemas``.
 """
 
@@ -38,6 +38,7 @@ from .db import create_engine, translate, writing
 from .models import (
     idempotency_keys,
     notifications,
+    preferences,
     sms_fake_inbox,
     user_revocations,
     user_seqs,
@@ -61,9 +62,21 @@ class Pruned:
     dry_run: bool
     ran: bool = True  # False: another process was pruning, this one skipped its turn
     rows: dict[tuple[str, str], int] = field(default_factory=dict)
-    batches: int = 0
-    longest_batch_s: float = 0.0  # the longest write transaction: how long a publish could wait on it
+    batch_s: list[float] = field(default_factory=list)  # each write transaction, commit included
     elapsed_s: float = 0.0
+
+    @property
+    def batches(self) -> int:
+        return len(self.batch_s)
+
+    @property
+    def longest_batch_s(self) -> float:
+        """The longest write transaction: the longest a publish could have waited for the write lock."""
+        return max(self.batch_s, default=0.0)
+
+    @property
+    def median_batch_s(self) -> float:
+        return sorted(self.batch_s)[len(self.batch_s) // 2] if self.batch_s else 0.0
 
     @property
     def total(self) -> int:
@@ -122,8 +135,9 @@ class Pruner:
             else:
                 if pruned.total:
                     counts = " ".join(f"{table}={rows}" for table, rows in pruned.by_table().items())
-                    log.info("pruned: %s batches=%d longest_batch_ms=%.1f elapsed_s=%.1f", counts,
-                             pruned.batches, pruned.longest_batch_s * 1000, pruned.elapsed_s)
+                    log.info("pruned: %s batches=%d median_batch_ms=%.1f longest_batch_ms=%.1f elapsed_s=%.1f",
+                             counts, pruned.batches, pruned.median_batch_s * 1000, pruned.longest_batch_s * 1000,
+                             pruned.elapsed_s)
                 elif not pruned.ran:
                     log.debug("pruning skipped: another process is pruning")
             await asyncio.sleep(self._interval)
@@ -257,8 +271,7 @@ class Pruner:
 
     @staticmethod
     def _timed(pruned: Pruned, began: float) -> None:
-        pruned.batches += 1
-        pruned.longest_batch_s = max(pruned.longest_batch_s, time.perf_counter() - began)
+        pruned.batch_s.append(time.perf_counter() - began)
 
     @staticmethod
     def _add(pruned: Pruned, reason: tuple[str, str], rows: int) -> None:
@@ -298,7 +311,7 @@ class Pruner:
 
 # -- erasure -----------------------------------------------------------------------------------------
 ERASED = ("notifications", "user_seqs", "verifications", "sms_fake_inbox", "user_revocations",
-          "idempotency_keys", "users")
+          "idempotency_keys", "preferences", "users")
 
 
 @translate
@@ -325,6 +338,7 @@ async def erase_user(engine: AsyncEngine, user_id: str, batch: int = 500) -> dic
         ("verifications", v.delete().where(v.c.user_id == user_id)),
         ("user_revocations", user_revocations.delete().where(user_revocations.c.user_id == user_id)),
         ("idempotency_keys", idempotency_keys.delete().where(idempotency_keys.c.publisher == user_id)),
+        ("preferences", preferences.delete().where(preferences.c.user_id == user_id)),
         ("users", users.delete().where(users.c.user_id == user_id)),
     ]
     async with writing(engine) as connection:

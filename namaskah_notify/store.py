@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .db import translate, writing
-from .models import notifications, user_revocations, user_seqs, users
+from .models import notifications, preferences, user_revocations, user_seqs, users
 from .schemas import Content, Notification, utcnow
 
 
@@ -172,6 +172,42 @@ class Store:
         """Every user who ever connected or was notified."""
         async with self._engine.connect() as connection:
             return list((await connection.execute(select(users.c.user_id))).scalars())
+
+    # -- preferences and presence -------------------------------------------------------------------
+    @translate
+    async def preferences_of(self, user_id: str) -> dict[str, Any] | None:
+        async with self._engine.connect() as connection:
+            return (await connection.execute(
+                select(preferences.c.body).where(preferences.c.user_id == user_id))).scalar_one_or_none()
+
+    @translate
+    async def put_preferences(self, user_id: str, body: dict[str, Any]) -> None:
+        """Replace the user's preferences, stamped with the database's clock (see ``revoke``)."""
+        insert = (sqlite.insert if self._sqlite else postgresql.insert)(preferences)
+        statement = insert.values(user_id=user_id, body=body, updated_at=func.now())
+        statement = statement.on_conflict_do_update(
+            index_elements=[preferences.c.user_id],
+            set_={"body": statement.excluded.body, "updated_at": statement.excluded.updated_at})
+        async with writing(self._engine) as connection:
+            await connection.execute(statement)
+
+    @translate
+    async def preferences_since(self, since: datetime | None) -> tuple[list[tuple[str, dict[str, Any]]], datetime]:
+        """``(user_id, body)`` stamped after ``since`` (all when None), and the database's clock read first."""
+        query = select(preferences.c.user_id, preferences.c.body)
+        if since is not None:
+            query = query.where(preferences.c.updated_at > since)
+        async with self._engine.connect() as connection:
+            now = (await connection.execute(select(func.now()))).scalar_one()
+            rows = (await connection.execute(query)).all()
+        return [(user, body) for user, body in rows], _utc(_moment(now))
+
+    @translate
+    async def last_seen(self, user_ids: Sequence[str]) -> dict[str, datetime]:
+        """When each user was last seen connecting or leaving (users never seen are left out)."""
+        query = select(users.c.user_id, users.c.last_seen).where(users.c.user_id.in_(list(user_ids)))
+        async with self._engine.connect() as connection:
+            return {user: _utc(seen) for user, seen in (await connection.execute(query)).all()}
 
     # -- revocations ---------------------------------------------------------------------------------
     @translate

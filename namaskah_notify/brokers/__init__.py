@@ -8,10 +8,10 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .base import Broker, Deliver, Describe, OnGap
-from .messages import CatchUp, CloseUser, Frame, Message, Push, Revoked
+from .messages import CatchUp, CloseUser, Frame, Message, Preferred, Push, Revoked
 
-__all__ = ["Broker", "CatchUp", "CloseUser", "Deliver", "Describe", "Frame", "Message", "OnGap", "Push", "Revoked",
-           "create_broker"]
+__all__ = ["Broker", "CatchUp", "CloseUser", "Deliver", "Describe", "Frame", "Message", "OnGap", "Preferred", "Push",
+           "Revoked", "create_broker"]
 
 
 def create_broker(url: str, node_id: str, node_ttl_s: float = 3.0) -> Broker:

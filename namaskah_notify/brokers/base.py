@@ -65,6 +65,10 @@ class Broker(ABC):
         """Every live node's last heartbeat, or None when this node is alone."""
         return None
 
+    async def connection_counts(self, user_ids: list[str]) -> dict[str, int] | None:
+        """Each user's connections on every live node, or None when this node is alone."""
+        return None
+
     async def connected_users(self) -> list[str] | None:
         """Users connected on any node, or None when this node is alone."""
         return None

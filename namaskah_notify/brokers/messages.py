@@ -1,8 +1,9 @@
-"""What travels from publishers to every node's hub: five typed messages, and their one encoding between
+"""What travels from publishers to every node's hub: six typed messages, and their one encoding between
 nodes (``encode`` / ``decode``). Imports nothing of ours.
 
 The hub acts on each by type: a ``Push`` is a stored notification's frame (ordered by ``seq``, and a
-gap before it is filled from the store), a ``Frame`` any other frame for every tab of a user, a
+gap before it is filled from the store), a ``Frame`` any other frame for every tab of a user, ``Preferred``
+a user's new preferences (every node notes them, every tab gets them), a
 ``CatchUp`` asks each tab to fill from the store up to ``seq``, ``CloseUser`` closes every tab of the
 user, and ``Revoked`` also refuses the user's tokens issued before ``before`` from now on.
 """
@@ -29,6 +30,12 @@ class Frame:
 
 
 @dataclass(frozen=True, slots=True)
+class Preferred:
+    user_id: str
+    preferences: dict  # the user's new preferences, as the API shows them; every tab gets the frame
+
+
+@dataclass(frozen=True, slots=True)
 class CatchUp:
     user_id: str
     seq: int
@@ -47,10 +54,10 @@ class Revoked:
     before: float  # epoch seconds: tokens issued earlier are refused; every tab closes 4401
 
 
-Message = Push | Frame | CatchUp | CloseUser | Revoked
+Message = Push | Frame | Preferred | CatchUp | CloseUser | Revoked
 
 # The encoding between nodes: {"n": sender node, "m": [[tag, *fields], ...]}, fields in declaration order.
-_TAGS: dict[type, str] = {Push: "p", Frame: "f", CatchUp: "c", CloseUser: "x", Revoked: "r"}
+_TAGS: dict[type, str] = {Push: "p", Frame: "f", Preferred: "s", CatchUp: "c", CloseUser: "x", Revoked: "r"}
 _TYPES = {tag: kind for kind, tag in _TAGS.items()}
 _FIELDS = {kind: kind.__slots__ for kind in _TAGS}
 

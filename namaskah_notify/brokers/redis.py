@@ -316,6 +316,21 @@ class RedisBroker(Broker):
             result.append(fields)
         return result
 
+    async def connection_counts(self, user_ids: list[str]) -> dict[str, int]:
+        _, ids = await self._live_nodes()
+        counts = dict.fromkeys(user_ids, 0)
+        if not ids or not user_ids:
+            return counts
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for node_id in ids:
+                pipe.hmget(f"{NODE}{node_id}:users", user_ids)
+            held = await self._ask(pipe.execute())
+        for values in held:
+            for user_id, value in zip(user_ids, values, strict=True):
+                if value is not None:
+                    counts[user_id] += int(value)
+        return counts
+
     async def connected_users(self) -> list[str]:
         _, ids = await self._live_nodes()
         async with self._redis.pipeline(transaction=False) as pipe:

@@ -12,8 +12,9 @@ from pydantic import BaseModel, ConfigDict, StrictBool
 
 from .. import openapi as api
 from .. import retention
-from ..brokers import CloseUser, Revoked
+from ..brokers import CloseUser, Preferred, Revoked
 from ..deps import AdminDep, ServicesDep
+from ..preferences import DEFAULTS
 from ..schemas import iso
 
 log = logging.getLogger("namaskah_notify.admin")
@@ -56,7 +57,8 @@ async def erase_user(services: ServicesDep, _admin: AdminDep, user_id: str) -> d
     """Erase everything stored for ``user_id`` (notifications, sequence, verifications, revocation,
     idempotency keys, the known-user row) and close the user's connections on every node (1008 "user
     erased"); the user's next notification is ``seq`` 1. Rows deleted per table."""
-    services.broker.publish([CloseUser(user_id, 1008, "user erased")])
+    # Their tabs close everywhere, and every node forgets their preferences.
+    services.broker.publish([CloseUser(user_id, 1008, "user erased"), Preferred(user_id, DEFAULTS.to_wire())])
     services.dispatcher.forget(user_id)
     counts = await retention.erase_user(services.store.engine, user_id)
     log.warning("admin erase: user=%s rows=%d other nodes %s", user_id, sum(counts.values()),

@@ -235,7 +235,10 @@ async def serve_socket(services: Services, socket: Socket) -> None:
     finally:
         services.hub.unregister(connection)
         await connection.finish()
-        await services.broker.release_connection(identity.user_id, services.hub.connections_of(identity.user_id))
+        left = services.hub.connections_of(identity.user_id)
+        if not left:
+            services.dispatcher.seen(identity.user_id)  # last seen: when their last connection here closed
+        await services.broker.release_connection(identity.user_id, left)
         code = connection.close_code or code
         services.stats.closed(code)
         log.info("WebSocket disconnected: user=%s connection=%s code=%s total_connections=%d",
