@@ -42,3 +42,25 @@ def test_an_expiring_notification_leaves_the_list_and_a_low_one_makes_no_toast(
     assert badge(page) == "2"
     page.wait_for_function("document.querySelectorAll('#notification-list .ns-item').length === 1", timeout=5000)
     assert items(page) == ["Weekly digest"] and badge(page) == "1"
+
+
+def test_a_muted_type_makes_no_toast_until_another_tab_unmutes_it(server: ServerProcess, browsing) -> None:  # noqa: F811
+    user = new_user("prefs")
+    profile = browsing().configure({"toastDurationMs": 400})
+    first, second = profile.open(server, server.token(user)), profile.open(server, server.token(user))
+    server.publish(user, "Sale 1", type="marketing")
+    for page in (first, second):  # the type is seen: the preferences card offers to mute it
+        page.locator('#pref-types input[data-type="marketing"]').wait_for(timeout=2000)
+    second.check('#pref-types input[data-type="marketing"]')
+    first.wait_for_function(
+        "document.querySelector('#pref-types input[data-type=\"marketing\"]').checked", timeout=2000)
+    first.wait_for_function("document.querySelectorAll('.ns-toast').length === 0", timeout=3000)
+    server.publish(user, "Sale 2", type="marketing")
+    first.wait_for_function("document.querySelectorAll('#notification-list .ns-item').length === 2", timeout=2000)
+    assert first.locator(".ns-toast").count() == 0  # listed and counted, but silent
+    assert badge(first) == "2"
+    second.uncheck('#pref-types input[data-type="marketing"]')
+    first.wait_for_function(
+        "!document.querySelector('#pref-types input[data-type=\"marketing\"]').checked", timeout=2000)
+    server.publish(user, "Sale 3", type="marketing")
+    first.locator(".ns-toast").first.wait_for(state="visible", timeout=2000)

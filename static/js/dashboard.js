@@ -33,6 +33,7 @@ window.notificationSystem = notifications;
 wirePanel();
 wireSignIn();
 wireActivity();
+wirePreferences();
 if (devMode) wireDevTools();
 
 if (window.localStorage.getItem(TOKEN_KEY)) showDashboard();
@@ -193,6 +194,69 @@ function log(text) {
 }
 
 // -- dev tools: send a test SMS -----------------------------------------------------------------------
+
+// -- preferences --------------------------------------------------------------------------------------
+
+/** The preferences card: one mute toggle per type seen, sound, desktop, quiet hours; saved on each change. */
+function wirePreferences() {
+  const types = new Set();
+  const form = $("preferences");
+  const zone = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  $("pref-quiet-tz").value = zone;
+
+  const render = (preferences) => {
+    for (const muted of preferences.muted_types) types.add(muted);
+    $("pref-sound").checked = preferences.sound;
+    $("pref-desktop").checked = preferences.desktop;
+    const quiet = preferences.quiet_hours;
+    $("pref-quiet").checked = Boolean(quiet);
+    if (quiet) {
+      $("pref-quiet-start").value = quiet.start;
+      $("pref-quiet-end").value = quiet.end;
+      $("pref-quiet-tz").value = quiet.tz;
+    }
+    renderTypes(new Set(preferences.muted_types));
+  };
+  const renderTypes = (muted) => {
+    if (!types.size) return;
+    const box = $("pref-types");
+    box.replaceChildren(...[...types].sort().map((type) => {
+      const label = document.createElement("label");
+      const input = document.createElement("input");
+      input.type = "checkbox";
+      input.dataset.type = type;
+      input.checked = muted.has(type);
+      label.append(input, ` ${type}`);
+      return label;
+    }));
+  };
+  const read = () => ({
+    muted_types: [...$("pref-types").querySelectorAll("input:checked")].map((input) => input.dataset.type),
+    sound: $("pref-sound").checked,
+    desktop: $("pref-desktop").checked,
+    quiet_hours: $("pref-quiet").checked
+      ? { start: $("pref-quiet-start").value, end: $("pref-quiet-end").value, tz: $("pref-quiet-tz").value.trim() }
+      : null,
+  });
+
+  notifications.addEventListener("preferences", (event) => render(event.detail.preferences));
+  notifications.addEventListener("notification", (event) => {
+    const type = event.detail.notification.type;
+    if (type && !types.has(type)) {
+      types.add(type);
+      renderTypes(new Set((notifications.preferences || { muted_types: [] }).muted_types));
+    }
+  });
+  form.addEventListener("submit", (event) => event.preventDefault());
+  form.addEventListener("change", async () => {
+    try {
+      await notifications.savePreferences(read());
+      $("pref-result").textContent = "Saved.";
+    } catch (err) {
+      $("pref-result").textContent = `Not saved: ${err && err.status === 422 ? "check the quiet hours" : err}`;
+    }
+  });
+}
 
 function wireDevTools() {
   document.querySelectorAll(".dev-only").forEach((element) => { element.hidden = false; });

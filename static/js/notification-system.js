@@ -203,6 +203,9 @@ export class NotificationSystem extends EventTarget {
       case "deleted":
         this.applyDeleted(frame);
         break;
+      case "preferences":
+        this.applyPreferences(frame.preferences);
+        break;
       case "resumed":
         this.resuming = false;
         this.dispatch("resumed", { replayed: frame.replayed, lastSeq: frame.last_seq });
@@ -234,6 +237,7 @@ export class NotificationSystem extends EventTarget {
     this.setUnread(frame.unread_count);
     if (this.lastSeq === null) this.lastSeq = frame.last_seq;
     if (!this.listLoaded) this.loadList();
+    if (!this.preferences) this.loadPreferences();
     this.setStatus("live", { connectionId: frame.connection_id, userId: frame.user_id });
     this.dispatch("connected", { userId: frame.user_id, connectionId: frame.connection_id,
       unreadCount: frame.unread_count, lastSeq: frame.last_seq });
@@ -448,13 +452,16 @@ export class NotificationSystem extends EventTarget {
     else this.dispatch("error", { code: "http", message: String(err && err.message) });
   }
 
-  async api(path, { method = "GET", keepalive = false } = {}) {
+  async api(path, { method = "GET", keepalive = false, body = undefined } = {}) {
     const token = this.token || (await this.options.getToken({ reason: "http" }));
+    const headers = { Authorization: `Bearer ${token}` };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     const response = await fetch(this.apiUrl(path), {
       method,
       keepalive,
       cache: "no-store",
-      headers: { Authorization: `Bearer ${token}` },
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
     });
     if (!response.ok) throw new HttpError(response.status);
     return response.status === 204 ? null : response.json();
@@ -468,6 +475,34 @@ export class NotificationSystem extends EventTarget {
       base = endpoint.origin;
     }
     return base.replace(/\/$/, "") + path;
+  }
+
+  // -- preferences ---------------------------------------------------------------------------------
+
+  /** The user's preferences, kept by the server: read once connected, then updated by every tab's changes. */
+  async loadPreferences() {
+    try {
+      this.applyPreferences(await this.api("/api/preferences"));
+    } catch (err) {
+      this.onHttpError(err);
+    }
+  }
+
+  /** Replace the user's preferences; every tab of theirs (this one too) gets them back at once. */
+  async savePreferences(preferences) {
+    const stored = await this.api("/api/preferences", { method: "PUT", body: preferences });
+    this.applyPreferences(stored);
+    return stored;
+  }
+
+  applyPreferences(preferences) {
+    if (!preferences || typeof preferences !== "object") return;
+    this.preferences = preferences;
+    // The page's own options stay the ceiling: preferences can turn sound and desktop off, not force them on.
+    this.configured = this.configured || { sound: this.options.sound, desktop: this.options.desktop };
+    this.options.sound = Boolean(this.configured.sound) && preferences.sound !== false;
+    this.options.desktop = Boolean(this.configured.desktop) && preferences.desktop !== false;
+    this.dispatch("preferences", { preferences });
   }
 
   // -- notifications -------------------------------------------------------------------------------
@@ -487,7 +522,8 @@ export class NotificationSystem extends EventTarget {
     this.remember(n);
     this.prependNotificationToList(n);
     this.expireLater(n);
-    if (!n.is_read && n.priority !== "low") { // low priority: the list and the badge only
+    // Low priority, or silenced by the user's preferences (a muted type, quiet hours): list and badge only.
+    if (!n.is_read && n.priority !== "low" && !n.silent) {
       this.showToast(n);
       this.playSound();
       this.showDesktopNotification(n);
