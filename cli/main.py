@@ -16,6 +16,7 @@ from namaskah_notify import __version__
 from .db import db_app
 from .doctor import doctor
 from .listen import listen
+from .presence import presence
 from .prune import prune
 from .publish import send
 from .remove import delete, erase
@@ -51,6 +52,7 @@ app.command()(serve)
 app.command()(token)
 app.command()(listen)
 app.command()(send)
+app.command()(presence)
 app.command("send-test")(send_test)
 app.command()(stats)
 app.command()(doctor)

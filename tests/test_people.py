@@ -118,3 +118,27 @@ async def test_presence_and_preferences_across_two_nodes(make_server, postgres, 
         assert (await recv_until(tab, "preferences"))["preferences"]["muted_types"] == ["chat"]
         b.publish(user, "hi", type="chat")  # b stores it: b must know the new preferences
         assert (await recv_until(tab, "notification"))["data"]["silent"] is True
+
+
+async def test_notify_presence_prints_who_is_online(server: ServerProcess) -> None:
+    from .test_cli import notify
+
+    user = new_user()
+    async with server.ws(server.token(user)) as tab:
+        await recv_json(tab)
+        result = await asyncio.to_thread(notify, "presence", user, "nobody-here", "--json", "--url", server.url,
+                                         "--data-dir", str(server.data_dir))
+    assert result.returncode == 0, result.stderr
+    users = json.loads(result.stdout)["users"]
+    assert users[user]["online"] is True and users["nobody-here"]["online"] is False
+
+
+def test_the_python_client_reads_and_writes_preferences_and_presence(server: ServerProcess) -> None:
+    from namaskah_notify.client import NotifyClient
+
+    user = new_user()
+    with NotifyClient(server.url, server.token(user)) as client:
+        stored = client.set_preferences(muted_types=["chat"], sound=False)
+        assert stored == client.preferences() == {"muted_types": ["chat"], "sound": False, "desktop": True,
+                                                  "quiet_hours": None}
+        assert client.presence(user) == {user: {"online": False, "connections": 0, "last_seen": None}}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -161,6 +161,22 @@ def delete_call(notification_id: str) -> Call[None]:
     return Call("DELETE", f"/api/notifications/{_segment(notification_id)}", read=lambda _r: None)
 
 
+def preferences_call() -> Call[Item]:
+    return Call("GET", "/api/preferences", read=_object)
+
+
+def set_preferences_call(muted_types: list[str], sound: bool, desktop: bool,
+                         quiet_hours: Mapping[str, str] | None) -> Call[Item]:
+    body = {"muted_types": list(muted_types), "sound": sound, "desktop": desktop,
+            "quiet_hours": dict(quiet_hours) if quiet_hours else None}
+    return Call("PUT", "/api/preferences", body, read=_object)
+
+
+def presence_call(user_ids: list[str]) -> Call[Item]:
+    return Call("GET", "/api/presence", params=[("user_id", user) for user in user_ids],  # type: ignore[arg-type]
+                read=lambda r: _object(r)["users"])
+
+
 def _segment(value: str) -> str:
     """One path segment: ids are the server's (letters and digits), but a caller's typo must not become
     another path."""
@@ -242,7 +258,8 @@ class AsyncNotifyClient(_Client):
     async def broadcast(self, title: str, message: str = "", *, type: str | None = None, link: str | None = None,
                         meta: Mapping[str, Any] | None = None, idempotency_key: str | None = None,
                         **fields: Any) -> int:
-        """To every user connected right now; how many it was stored for."""
+        """To every user the service knows (``audience="connected"``: those connected now); how many it was
+        stored for."""
         return await self.call(broadcast_call(title, message, type, link, meta, idempotency_key, fields))
 
     async def sms_inbound(self, user_id: str, verification_id: str, service: str, code: str,
@@ -284,6 +301,19 @@ class AsyncNotifyClient(_Client):
     async def erase_user(self, user_id: str) -> dict[str, int]:
         """Admin: erase everything stored for ``user_id`` and close their connections; rows per table."""
         return await self.call(erase_user_call(user_id))
+
+    async def preferences(self) -> Item:
+        """The caller's preferences: ``muted_types``, ``sound``, ``desktop``, ``quiet_hours``."""
+        return await self.call(preferences_call())
+
+    async def set_preferences(self, *, muted_types: Sequence[str] = (), sound: bool = True,
+                              desktop: bool = True, quiet_hours: Mapping[str, str] | None = None) -> Item:
+        """Replace the caller's preferences (every tab of theirs hears); what was stored."""
+        return await self.call(set_preferences_call(list(muted_types), sound, desktop, quiet_hours))
+
+    async def presence(self, *user_ids: str) -> Item:
+        """``{user: {"online", "connections", "last_seen"}}`` across the cluster (admin, or a user for itself)."""
+        return await self.call(presence_call(list(user_ids)))
 
     async def stats(self) -> Item:
         """``GET /ws/stats``: connections, users, counters, rates, latency, nodes."""
@@ -354,7 +384,8 @@ class NotifyClient(_Client):
 
     def broadcast(self, title: str, message: str = "", *, type: str | None = None, link: str | None = None,
                   meta: Mapping[str, Any] | None = None, idempotency_key: str | None = None, **fields: Any) -> int:
-        """To every user connected right now; how many it was stored for."""
+        """To every user the service knows (``audience="connected"``: those connected now); how many it was
+        stored for."""
         return self.call(broadcast_call(title, message, type, link, meta, idempotency_key, fields))
 
     def sms_inbound(self, user_id: str, verification_id: str, service: str, code: str,
@@ -395,6 +426,19 @@ class NotifyClient(_Client):
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Admin: erase everything stored for ``user_id`` and close their connections; rows per table."""
         return self.call(erase_user_call(user_id))
+
+    def preferences(self) -> Item:
+        """The caller's preferences: ``muted_types``, ``sound``, ``desktop``, ``quiet_hours``."""
+        return self.call(preferences_call())
+
+    def set_preferences(self, *, muted_types: Sequence[str] = (), sound: bool = True,
+                        desktop: bool = True, quiet_hours: Mapping[str, str] | None = None) -> Item:
+        """Replace the caller's preferences (every tab of theirs hears); what was stored."""
+        return self.call(set_preferences_call(list(muted_types), sound, desktop, quiet_hours))
+
+    def presence(self, *user_ids: str) -> Item:
+        """``{user: {"online", "connections", "last_seen"}}`` across the cluster (admin, or a user for itself)."""
+        return self.call(presence_call(list(user_ids)))
 
     def stats(self) -> Item:
         """``GET /ws/stats``: connections, users, counters, rates, latency, nodes."""
