@@ -40,7 +40,8 @@ def prune_table(pruned: Pruned) -> Table:
 
 def prune_summary(pruned: Pruned) -> str:
     """How long it took, and the longest write transaction (how long a publish could have waited)."""
-    return (f"{pruned.batches} transactions, the longest {pruned.longest_batch_s * 1000:.1f} ms; "
+    return (f"{pruned.batches} transactions of {pruned.median_batch_s * 1000:.1f} ms (median), the longest "
+            f"{pruned.longest_batch_s * 1000:.1f} ms; "
             f"{pruned.elapsed_s:.2f} s in all")
 
 
@@ -96,8 +97,10 @@ def prune(
     if as_json:
         print(json.dumps({"dry_run": pruned.dry_run, "removed": pruned.by_table(), "total": pruned.total,
                           "rows": [{"table": t, "reason": r, "rows": n} for (t, r), n in pruned.rows.items()],
-                          "transactions": pruned.batches, "longest_transaction_ms":
-                              round(pruned.longest_batch_s * 1000, 2), "elapsed_s": round(pruned.elapsed_s, 3)}))
+                          "transactions": pruned.batches,
+                          "median_transaction_ms": round(pruned.median_batch_s * 1000, 2),
+                          "longest_transaction_ms": round(pruned.longest_batch_s * 1000, 2),
+                          "elapsed_s": round(pruned.elapsed_s, 3)}))
         return
     out.print(prune_table(pruned))
     if not pruned.dry_run:
