@@ -36,9 +36,10 @@ from .openapi import install as describe_api
 from .openapi import operation_id
 from .pageheaders import PageHeaders
 from .preferences import PreferenceBook, Preferences
+from .push import Subscriptions, VapidKey, WebPush
 from .retention import Pruner
 from .revocations import Revocations
-from .routes import admin, notifications, ops, people, verifications
+from .routes import admin, notifications, ops, people, push, verifications
 from .routes.edge import Edge
 from .routes.publish import error_body
 from .sms import SmsService, check_settings
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; a bad configuration (short secret, unknown broker) fails here, before serving."""
     settings = settings or Settings()
     verifier = TokenVerifier(settings)
+    vapid = VapidKey.from_settings(settings)  # generated into the data folder on first start
     require_audience(settings)
     node_id = settings.node_id or f"{socket.gethostname()}-{secrets.token_hex(3)}"
     broker = create_broker(settings.broker_url, node_id, settings.node_ttl_s)
@@ -93,6 +95,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     reconcile_interval_s=settings.reconcile_interval_s, preferences=preferences)
         await broker.start(hub.deliver, on_gap=node.gap, describe=node.describe)
         node.start()
+        webpush = WebPush(settings, vapid, Subscriptions(engine), hub, broker, stats.registry)
+        await webpush.start()
+        dispatcher.offline.append(webpush.offer)
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()
         pruner = Pruner(settings, on_removed=stats.pruned)
@@ -102,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             handshakes = handshake_limiter(settings.handshake_rate_per_ip, settings.handshake_burst_per_ip)
             stats.bind_refusals(lambda: handshakes.refused)
         app.state.services = Services(
-            settings, verifier, store, broker, hub, dispatcher, stats, node, revocations, sms, handshakes=handshakes
+            settings, verifier, store, broker, hub, dispatcher, stats, node, revocations, sms, handshakes=handshakes,
+            push=webpush,
         )
         log.info("ready: node=%s database=%s broker=%s", node_id, engine.url.get_backend_name(),
                  settings.broker_url.split("://", 1)[0])
@@ -113,6 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await pruner.close()
             await sms.stop()
             await dispatcher.close()
+            await webpush.close()
             await node.stop()
             await broker.close()
             store.close()
@@ -135,6 +142,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(ops.router)
     app.include_router(verifications.router)
     app.include_router(people.router)
+    app.include_router(push.router)
     _mount_static(app, settings)
     describe_api(app, settings)
 
@@ -201,6 +209,15 @@ def _mount_static(app: FastAPI, settings: Settings) -> None:
     folder = settings.resolved_static_dir
     if not folder.is_dir():
         return
+    worker = folder / "sw.js"
+
+    @app.get("/static/sw.js", include_in_schema=False)
+    async def service_worker() -> FileResponse:
+        # Served from /static, it may still control the whole site: its push subscription belongs to /.
+        if not worker.is_file():
+            raise NotFound("no service worker in the static folder")
+        return FileResponse(worker, media_type="text/javascript", headers={"Service-Worker-Allowed": "/"})
+
     app.mount("/static", StaticFiles(directory=folder), name="static")
     index = folder / "index.html"
 

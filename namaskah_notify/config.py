@@ -5,6 +5,7 @@ Build a :class:`Settings` in ``create_app()`` or the CLI, never at import time. 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -95,6 +96,17 @@ class Settings(BaseSettings):
     prune_batch: int = Field(default=500, ge=1, le=10000)  # rows per transaction
     prune_pause_s: float = Field(default=0.02, ge=0)  # between transactions, so writers get their turn
 
+    # Web Push (``push/``): the VAPID key and contact, which endpoints may be sent to, and delivery.
+    vapid_private_key: SecretStr | None = None  # PEM text or a path; else generated into the data folder
+    vapid_subject: str | None = None  # a mailto: or https: contact for push services, the VAPID JWT's sub
+    push_insecure_hosts: CommaList = []  # hosts whose endpoints may be http: and local (tests, local services)
+    push_queue_size: int = Field(default=10000, ge=1)  # notifications waiting to be pushed; then dropped
+    push_concurrency: int = Field(default=8, ge=1, le=256)  # pushes in flight at once
+    push_ttl_s: int = Field(default=86400, ge=0, le=2419200)  # how long a push service keeps an undelivered one
+    push_max_attempts: int = Field(default=5, ge=1, le=20)  # per push, when the service answers 429 or 5xx
+    push_retry_max_s: float = Field(default=300.0, gt=0)  # longest wait before a retry (Retry-After longer: give up)
+    push_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
     log_level: str = "info"
     # The browser client and demo dashboard; by default the repository's ``static/`` folder.
     static_dir: Path | None = None
@@ -105,6 +117,26 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("push_insecure_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: object) -> object:
+        # Compared with an endpoint's host as URLs give it: lower case, IPv6 without brackets.
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(host).strip().lower().strip("[]").rstrip(".") for host in value if str(host).strip()]
+        return value
+
+    @field_validator("vapid_subject")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if re.fullmatch(r"mailto:[^@\s]+@[^@\s]+", value) or re.fullmatch(r"https://[^/?#@\s]+(/\S*)?", value):
+            return value
+        raise ValueError("NOTIFY_VAPID_SUBJECT must be a mailto: address or an https: URL")
 
     @model_validator(mode="after")
     def _sms_lease_outlives_a_poll(self) -> Settings:

@@ -3,8 +3,8 @@ acting for its ``sub``), and the privileged callers: ``PublisherDep`` (``notify:
 (``notify:webhook``, or a signed request when ``NOTIFY_WEBHOOK_SECRET`` is set) and ``AdminDep``
 (``notify:admin``, or ``role: "admin"``). A missing scope is 403 ``insufficient_scope`` naming it.
 
-Imports ``auth``, ``brokers``, ``config``, ``dispatcher``, ``errors``, ``hub``, ``sms``, ``stats``, ``store``
-and ``webhooks``.
+Imports ``auth``, ``brokers``, ``config``, ``dispatcher``, ``errors``, ``hub``, ``push``, ``sms``, ``stats``,
+``store`` and ``webhooks``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from .errors import AuthError, InsufficientScope
 from .hub import Hub
 from .limits import HandshakeLimiter
 from .node import Node
+from .push import WebPush
 from .revocations import Revocations
 from .sms import SmsService
 from .stats import Stats
@@ -47,6 +48,7 @@ class Services:
     revocations: Revocations
     sms: SmsService | None = None  # verifications and the SMS poller
     handshakes: HandshakeLimiter | None = None  # new connections per client address
+    push: WebPush | None = None  # Web Push: subscriptions and delivery
 
     def identify(self, token: str | None) -> Identity:
         """Verify a token and refuse one an administrator revoked: every way in goes through here."""

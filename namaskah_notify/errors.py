@@ -12,6 +12,7 @@ Routes map errors in one place (``app.py`` for HTTP, ``routes/websocket.py`` for
     ├── ProtocolError                400 / -     bad_json, unknown_type, bad_frame, ...
     ├── TooLarge                     413 / 1009  too_large
     ├── Unstorable                   422 / -     unstorable     the database refused this one notification
+    ├── BadEndpoint                  422 / -     bad_endpoint   a Web Push endpoint this server will not send to
     ├── TooManyConnections           429 / 4429  too_many_connections
     ├── RateLimited                  429 / 1008  rate_limited
     └── Unavailable                  503 / 1011  unavailable    database or broker down
@@ -87,6 +88,15 @@ class Unstorable(NotifyError):
     status = 422
     close_code = 1011
     code = "unstorable"
+
+
+class BadEndpoint(NotifyError):
+    """A push subscription's endpoint that is not a URL, not ``https:`` (unless its host is allowed plain
+    ``http:``), or names a local or private address."""
+
+    status = 422
+    close_code = 1008
+    code = "bad_endpoint"
 
 
 class IdempotencyMismatch(NotifyError):

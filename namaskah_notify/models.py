@@ -145,3 +145,20 @@ sms_fake_inbox = Table(
     Column("text", Text, nullable=False),
     Column("received_at", DateTime(timezone=True), nullable=False),
 )
+
+# -- Web Push (``push/``) ---------------------------------------------------------------------------
+# A browser's push subscription: where to send (``endpoint``, a push service's URL, one user's at a time) and
+# the keys to encrypt for it. ``updated_at`` (the database's clock) tells other nodes who subscribed lately;
+# ``failures`` counts the pushes that failed for good since the last one that went through.
+push_subscriptions = Table(
+    "push_subscriptions",
+    metadata,
+    Column("endpoint", String(2048), primary_key=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("p256dh", String(100), nullable=False),
+    Column("auth", String(40), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, index=True),
+    Column("failures", Integer, nullable=False, server_default="0"),
+    Column("last_error", String(64), nullable=True),
+)

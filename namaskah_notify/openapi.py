@@ -40,6 +40,8 @@ TAGS = [
     {"name": "sms", "description": "SMS verifications and the provider webhook (see docs/sms.md)."},
     {"name": "admin", "description": "Administration (admin tokens)."},
     {"name": "operations", "description": "Health, readiness, stats and Prometheus metrics."},
+    {"name": "push", "description": "Web Push: the server's VAPID key and a user's own browser subscriptions; "
+                                    "notifications stored while the user has no tab open are pushed to them."},
 ]
 
 _ISO = {"format": "date-time"}
@@ -137,11 +139,11 @@ class Deleted(_Answer):
 
 class Erased(_Answer):
     """Rows deleted per table: notifications, user_seqs, verifications, sms_fake_inbox, user_revocations,
-    idempotency_keys, users."""
+    idempotency_keys, preferences, push_subscriptions, users."""
 
     model_config = ConfigDict(json_schema_extra={"examples": [{"deleted": {
         "notifications": 42, "user_seqs": 1, "verifications": 2, "sms_fake_inbox": 1, "user_revocations": 0,
-        "idempotency_keys": 0, "users": 1}}]})
+        "idempotency_keys": 0, "preferences": 1, "push_subscriptions": 2, "users": 1}}]})
 
     deleted: dict[str, int]
 

@@ -39,6 +39,7 @@ from .models import (
     idempotency_keys,
     notifications,
     preferences,
+    push_subscriptions,
     sms_fake_inbox,
     user_revocations,
     user_seqs,
@@ -311,7 +312,7 @@ class Pruner:
 
 # -- erasure -----------------------------------------------------------------------------------------
 ERASED = ("notifications", "user_seqs", "verifications", "sms_fake_inbox", "user_revocations",
-          "idempotency_keys", "preferences", "users")
+          "idempotency_keys", "preferences", "push_subscriptions", "users")
 
 
 @translate
@@ -319,7 +320,8 @@ async def erase_user(engine: AsyncEngine, user_id: str, batch: int = 500) -> dic
     """Delete everything stored for ``user_id``: rows per table (``ERASED``). A long history goes first, in
     batches; then, in one transaction, the sequence and whatever was published meanwhile, so the user's
     next notification is ``seq`` 1, and the rest (verifications with their inbox, the revocation, the
-    idempotency keys the user published with, and the known-user row)."""
+    idempotency keys the user published with, their preferences and push subscriptions, and the known-user
+    row)."""
     counts = dict.fromkeys(ERASED, 0)
     chosen = select(n.c.id).where(n.c.user_id == user_id).limit(batch)
     while True:
@@ -339,6 +341,7 @@ async def erase_user(engine: AsyncEngine, user_id: str, batch: int = 500) -> dic
         ("user_revocations", user_revocations.delete().where(user_revocations.c.user_id == user_id)),
         ("idempotency_keys", idempotency_keys.delete().where(idempotency_keys.c.publisher == user_id)),
         ("preferences", preferences.delete().where(preferences.c.user_id == user_id)),
+        ("push_subscriptions", push_subscriptions.delete().where(push_subscriptions.c.user_id == user_id)),
         ("users", users.delete().where(users.c.user_id == user_id)),
     ]
     async with writing(engine) as connection:
