@@ -58,9 +58,7 @@ NEEDS = {
     ("POST", "/api/push/subscriptions"): "user",
     ("DELETE", "/api/push/subscriptions"): "user",
 }
-UPCOMING = {("GET", "/api/preferences"), ("PUT", "/api/preferences"), ("GET", "/api/presence"),
-            ("GET", "/api/push/vapid-public-key"), ("POST", "/api/push/subscriptions"),
-            ("DELETE", "/api/push/subscriptions")}
+UPCOMING = {("GET", "/api/preferences"), ("PUT", "/api/preferences"), ("GET", "/api/presence")}
 # The kinds of token, and the scopes each may use.
 TOKENS: dict[str, tuple[dict[str, Any], set[str]]] = {
     "no scope": ({}, set()),

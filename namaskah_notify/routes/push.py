@@ -23,7 +23,8 @@ _ENDPOINT = Field(min_length=1, max_length=2048, json_schema_extra={"format": "u
 class SubscriptionKeys(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    p256dh: str = Field(pattern=r"^[A-Za-z0-9_-]{87}=?$", description="The browser's public key: an uncompressed "
+    # 0x04 (uncompressed) then 64 bytes: "B", one of A-P, 85 more characters.
+    p256dh: str = Field(pattern=r"^B[A-P][A-Za-z0-9_-]{85}=?$", description="The browser's public key: an uncompressed "
                         "P-256 point (65 bytes), base64url. It must be a point on the curve.")
     auth: str = Field(pattern=r"^[A-Za-z0-9_-]{22}(==)?$", description="The auth secret: 16 bytes, base64url.")
 
@@ -51,7 +52,7 @@ class SubscriptionBody(BaseModel):
 
     endpoint: str = _ENDPOINT
     keys: SubscriptionKeys
-    expirationTime: float | None = None  # the browser's name for it
+    expirationTime: float | None = Field(default=None, strict=True)  # the browser's name for it
 
 
 class UnsubscribeBody(BaseModel):
