@@ -161,3 +161,57 @@ async def test_a_broadcast_reaches_users_who_were_offline(make_server) -> None:
     assert [i["title"] for i in listed(server, visited)["items"]] == ["Maintenance at 22:00"]
     users = await eventually(lambda: httpx.get(f"{server.url}/ws/stats").json())
     assert users["status"] == "operational"
+
+
+class AnswerLosingProxy:
+    """Forwards each HTTP request to the server, but throws away the server's answer to the first one: the
+    publish is stored, and the publisher sees only a dropped connection, as after a timeout."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.forwarded = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @staticmethod
+    async def _message(reader: asyncio.StreamReader) -> bytes:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        return head + await reader.readexactly(length)
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await self._message(client_reader)
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            upstream_writer.write(request)
+            answer = await self._message(upstream_reader)
+            upstream_writer.close()
+            self.forwarded += 1
+            if self.forwarded > 1:
+                client_writer.write(answer)
+                await client_writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            client_writer.close()
+
+
+async def test_a_publish_whose_answer_was_lost_is_stored_once_when_the_client_retries(server: ServerProcess) -> None:
+    """The Python client retries a dropped connection with the same Idempotency-Key: the server answers the
+    retry with the first answer, and the notification is stored exactly once."""
+    from namaskah_notify.client import AsyncNotifyClient
+
+    user = new_user()
+    proxy = AnswerLosingProxy(server.port)
+    async with proxy as url, AsyncNotifyClient(url, server.token("ops", admin=True)) as client:
+        stored = await client.publish(user, "exactly once")
+    assert proxy.forwarded == 2  # the first try reached the server; its answer never came back
+    assert [(i["id"], i["title"]) for i in listed(server, user)["items"]] == [(stored["id"], "exactly once")]
