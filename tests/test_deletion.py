@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from cli.subscriber import _status as cli_status
 from namaskah_notify.brokers.messages import CatchUp, Push
-from namaskah_notify.client import Deleted, NotificationReceived, Resumed, Resynced, Subscriber
+from namaskah_notify.client import Deleted, NotificationReceived, Read, Resumed, Resynced, Subscriber, Unread
 from namaskah_notify.hub import Connection
 from namaskah_notify.models import metadata, sms_fake_inbox
 from namaskah_notify.schemas import Content, Notification
@@ -280,7 +280,8 @@ def test_cli_delete_and_erase(server: ServerProcess) -> None:
 async def test_python_subscriber_resumes_across_deleted_ones_and_reports_deletions(make_server) -> None:
     """The Python client's Subscriber takes a seq the server no longer stores as deleted, not lost: a replay
     and a resync over HTTP (``NOTIFY_REPLAY_LIMIT`` 4) both pass over deleted ones, the latest included, then
-    live ones follow; a deletion arrives as a ``Deleted`` event."""
+    live ones follow; a deletion arrives as a ``Deleted`` event, marking read and unread as ``Read`` and
+    ``Unread``."""
     server = make_server(NOTIFY_REPLAY_LIMIT="4")
     user = new_user("subscriber")
     records = publish(server, user, 5)
@@ -302,6 +303,12 @@ async def test_python_subscriber_resumes_across_deleted_ones_and_reports_deletio
         assert delete(server, user, f"/{records[0]['id']}").status_code == 204
         deleted = await asyncio.wait_for(anext(events), 5)
         assert deleted == Deleted([records[0]["id"]], False, 3)
+        marked = httpx.post(f"{server.url}/api/notifications/read", json={"ids": [records[2]["id"]]},
+                            headers=server.user_headers(user))
+        assert marked.status_code == 200
+        assert await asyncio.wait_for(anext(events), 5) == Read([records[2]["id"]], False, 2)
+        assert post(server, user, f"/{records[2]['id']}/unread").status_code == 200
+        assert await asyncio.wait_for(anext(events), 5) == Unread([records[2]["id"]], 3)
 
 
 async def _until(events: Any, kind: type) -> Any:

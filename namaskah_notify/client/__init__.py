@@ -48,6 +48,7 @@ from .events import (
     TokenExpiring,
     TokenRefreshed,
     UnknownFrame,
+    Unread,
 )
 from .http import AsyncNotifyClient, NotifyClient
 from .signing import WebhookSigner, sign
@@ -92,6 +93,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnknownFrame",
+    "Unread",
     "Unstorable",
     "WebhookSigner",
     "sign",

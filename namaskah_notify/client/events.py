@@ -47,6 +47,14 @@ class Read:
 
 
 @dataclass(frozen=True, slots=True)
+class Unread:
+    """Notifications were marked unread again (``POST /api/notifications/{id}/unread``)."""
+
+    notification_ids: list[str]
+    unread_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Deleted:
     """Notifications were deleted (servers with ``DELETE /api/notifications``)."""
 
@@ -126,5 +134,5 @@ class UnknownFrame:
     frame: dict[str, Any]
 
 
-Event = (Connected | NotificationReceived | Read | Deleted | PreferencesChanged | Resumed | Resyncing | Resynced
-         | TokenExpiring | TokenRefreshed | ErrorReported | Disconnected | UnknownFrame)
+Event = (Connected | NotificationReceived | Read | Unread | Deleted | PreferencesChanged | Resumed | Resyncing
+         | Resynced | TokenExpiring | TokenRefreshed | ErrorReported | Disconnected | UnknownFrame)

@@ -26,6 +26,7 @@ from .events import (
     TokenExpiring,
     TokenRefreshed,
     UnknownFrame,
+    Unread,
 )
 
 
@@ -93,6 +94,8 @@ class Stream:
             case "read":
                 return Read(list(frame.get("notification_ids", [])), bool(frame.get("all")),
                             int(frame.get("unread_count", 0)))
+            case "unread":
+                return Unread(list(frame.get("notification_ids", [])), int(frame.get("unread_count", 0)))
             case "deleted":
                 return Deleted(list(frame.get("notification_ids", [])), bool(frame.get("all")),
                                int(frame.get("unread_count", 0)))
