@@ -34,6 +34,7 @@ wirePanel();
 wireSignIn();
 wireActivity();
 wirePreferences();
+wirePush();
 if (devMode) wireDevTools();
 
 if (window.localStorage.getItem(TOKEN_KEY)) showDashboard();
@@ -254,6 +255,38 @@ function wirePreferences() {
       $("pref-result").textContent = "Saved.";
     } catch (err) {
       $("pref-result").textContent = `Not saved: ${err && err.status === 422 ? "check the quiet hours" : err}`;
+    }
+  });
+}
+
+// -- Web Push -----------------------------------------------------------------------------------------
+
+/** "Enable push": permission, the service worker, the subscription posted to the server; then "Disable push". */
+function wirePush() {
+  const button = $("push-toggle");
+  const labels = { enabled: "Disable push", disabled: "Enable push" };
+  const show = (state) => {
+    button.dataset.state = state;
+    button.hidden = !(state in labels);
+    button.textContent = labels[state] || "";
+  };
+  notifications.pushState().then(show, () => show("unsupported"));
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      if (button.dataset.state === "enabled") {
+        await notifications.disablePush();
+        log("Push notifications off for this browser");
+      } else {
+        const result = await notifications.enablePush();
+        log(result === "enabled" ? "Push notifications on: they arrive while no tab is open"
+          : `Push notifications not enabled (permission: ${result})`);
+      }
+    } catch (err) {
+      log(`Push notifications failed: ${err && err.message}`);
+    } finally {
+      button.disabled = false;
+      show(await notifications.pushState().catch(() => "unsupported"));
     }
   });
 }

@@ -20,6 +20,8 @@ export const DEFAULTS = Object.freeze({
   soundUrl: new URL("../sounds/notification.wav", import.meta.url).href,
   sound: true,
   desktop: true, // a desktop Notification when the page is hidden and permission was granted
+  serviceWorkerUrl: "/static/sw.js", // Web Push (enablePush): the service worker and the scope it controls
+  serviceWorkerScope: "/",
   pingIntervalMs: 30000,
   pongTimeoutMs: 10000,
   connectTimeoutMs: 10000,
@@ -89,6 +91,11 @@ export class NotificationSystem extends EventTarget {
       if (this.status === "live") this.sendPing(); // a sleeping laptop's socket may be dead: find out now
       else this.reconnectNow("visible");
     };
+    this.onWorkerMessage = (event) => {
+      // A click on a push notification focused this tab: open it as a click here would.
+      const message = event.data || {};
+      if (message.type === "notificationclick" && message.id) this.openNotification(message.id, message.notification);
+    };
   }
 
   // -- lifecycle -----------------------------------------------------------------------------------
@@ -100,6 +107,10 @@ export class NotificationSystem extends EventTarget {
     this.reconnectAttempts = 0;
     window.addEventListener("online", this.onOnline);
     document.addEventListener("visibilitychange", this.onVisibility);
+    if (navigator.serviceWorker) {
+      navigator.serviceWorker.addEventListener("message", this.onWorkerMessage);
+      navigator.serviceWorker.startMessages();
+    }
     this.bindBell();
     this.updateBadge();
     this.initializeWebSocket();
@@ -115,6 +126,7 @@ export class NotificationSystem extends EventTarget {
     this.stopPolling();
     window.removeEventListener("online", this.onOnline);
     document.removeEventListener("visibilitychange", this.onVisibility);
+    if (navigator.serviceWorker) navigator.serviceWorker.removeEventListener("message", this.onWorkerMessage);
     this.closeSocket(1000, "client stopped");
     this.setStatus(status, detail);
   }
@@ -746,6 +758,59 @@ export class NotificationSystem extends EventTarget {
     return Notification.requestPermission();
   }
 
+  // -- Web Push ------------------------------------------------------------------------------------
+
+  /**
+   * Pushes while no tab is open: asks for permission (call it from a click), registers the service worker,
+   * subscribes with the server's VAPID key and posts the subscription. Resolves to "enabled", or to the
+   * permission when it is not granted ("denied", "default"), or "unsupported".
+   */
+  async enablePush() {
+    if (!pushSupported()) return "unsupported";
+    const permission = await Notification.requestPermission();
+    if (permission !== "granted") return permission;
+    const registration = await navigator.serviceWorker.register(this.options.serviceWorkerUrl,
+      { scope: this.options.serviceWorkerScope });
+    await activated(registration);
+    const { key } = await this.api("/api/push/vapid-public-key");
+    const serverKey = fromBase64Url(key);
+    let subscription = await registration.pushManager.getSubscription();
+    if (subscription && !sameBytes(subscription.options.applicationServerKey, serverKey)) {
+      await subscription.unsubscribe(); // made for another server key: the push service would refuse our pushes
+      subscription = null;
+    }
+    subscription = subscription
+      || (await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: serverKey }));
+    await this.api("/api/push/subscriptions", { method: "POST", body: subscription.toJSON() });
+    this.dispatch("push", { enabled: true });
+    return "enabled";
+  }
+
+  /** No more pushes to this browser: the server forgets the subscription, then the browser drops it. */
+  async disablePush() {
+    const subscription = await this.pushSubscription();
+    if (subscription) {
+      await this.api("/api/push/subscriptions", { method: "DELETE", body: { endpoint: subscription.endpoint } });
+      await subscription.unsubscribe();
+    }
+    this.dispatch("push", { enabled: false });
+    return Boolean(subscription);
+  }
+
+  /** What a push button should offer: "enabled", "disabled", "denied" or "unsupported". */
+  async pushState() {
+    if (!pushSupported()) return "unsupported";
+    if (Notification.permission === "denied") return "denied";
+    return (await this.pushSubscription()) ? "enabled" : "disabled";
+  }
+
+  /** This browser's push subscription for the app, or null. */
+  async pushSubscription() {
+    if (!pushSupported()) return null;
+    const registration = await navigator.serviceWorker.getRegistration(this.options.serviceWorkerScope);
+    return registration ? registration.pushManager.getSubscription() : null;
+  }
+
   // -- reading -------------------------------------------------------------------------------------
 
   /** A click on a toast, list item or desktop notification: mark it read, then follow its link. */
@@ -984,6 +1049,35 @@ export class NotificationSystem extends EventTarget {
   dispatch(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+function pushSupported() {
+  return "serviceWorker" in navigator && "PushManager" in window && typeof Notification !== "undefined";
+}
+
+/** Resolves once the registration's worker is active (pushManager.subscribe needs one). */
+function activated(registration) {
+  if (registration.active) return Promise.resolve(registration);
+  const worker = registration.installing || registration.waiting;
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (worker.state === "activated") resolve(registration);
+      else if (worker.state === "redundant") reject(new Error("the service worker failed to install"));
+    };
+    worker.addEventListener("statechange", check);
+    check();
+  });
+}
+
+function fromBase64Url(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(text.length / 4) * 4, "=");
+  return Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+}
+
+function sameBytes(buffer, bytes) {
+  if (!buffer) return false;
+  const view = new Uint8Array(buffer);
+  return view.length === bytes.length && view.every((b, i) => b === bytes[i]);
 }
 
 /** True once a notification's ``expires_at`` has passed. */
