@@ -346,3 +346,40 @@ def test_a_payload_too_large_for_push_services_is_trimmed() -> None:
     assert trimmed["truncated"] is True and "meta" not in trimmed and trimmed["message"].endswith("…")
     small = json.dumps({"id": "notif_2", "title": "Small"})
     assert payload(small)[0] == b'{"type":"notification","data":' + small.encode() + b"}"
+
+
+async def test_a_cluster_pushes_from_any_node_to_users_offline_everywhere(
+        make_server, postgres, redis_server, service: PushService) -> None:
+    """Two nodes on PostgreSQL and Redis sharing NOTIFY_VAPID_PRIVATE_KEY serve one public key. A subscription
+    made through node B is pushed from node A, which learns of it within its reconcile interval; while the user
+    has a tab open on node B, what node A publishes is not pushed; once the tab is closed it is again."""
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    env = {"NOTIFY_DATABASE_URL": postgres.url, "NOTIFY_BROKER_URL": redis_server.url,
+           "NOTIFY_JWT_SECRET": "cluster-" + "s" * 40, "NOTIFY_VAPID_PRIVATE_KEY": pem,
+           "NOTIFY_PUSH_INSECURE_HOSTS": "127.0.0.1", "NOTIFY_RECONCILE_INTERVAL_S": "0.5"}
+    a, b = make_server(**env), make_server(**env)
+    keys = {httpx.get(f"{node.url}/api/push/vapid-public-key").json()["key"] for node in (a, b)}
+    assert len(keys) == 1
+    user, browser = new_user("cluster"), Browser(service)
+    assert subscribe(b, user, browser.subscription()).status_code == 201
+    await asyncio.sleep(1.5)  # three of node A's rounds
+    assert a.publish(user, "From node A").status_code == 201
+    await eventually(lambda: service.at(browser.path), timeout=10)
+
+    def online() -> bool:
+        answer = httpx.get(f"{a.url}/api/presence", params={"user_id": user}, headers=a.user_headers(user))
+        return answer.json()["users"][user]["online"]
+
+    async with b.ws(b.token(user)) as tab:
+        await recv_until(tab, "connected")
+        await eventually(online)
+        a.publish(user, "Read on node B")
+        assert (await recv_until(tab, "notification"))["data"]["title"] == "Read on node B"
+    await eventually(lambda: not online())
+    a.publish(user, "Tab closed")
+    await eventually(lambda: len(service.at(browser.path)) == 2, timeout=10)
+    await asyncio.sleep(0.3)
+    titles = [browser.decrypt(push.body)["data"]["title"] for push in service.at(browser.path)]
+    assert titles == ["From node A", "Tab closed"], titles
+    verify_vapid(a, service, service.at(browser.path)[0])
