@@ -34,10 +34,11 @@ self.addEventListener("notificationclick", (event) => {
 
 async function openApp(data) {
   const tabs = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
-  const tab = tabs.find((client) => client.focused) || tabs[0];
+  const tab = tabs.find((client) => client.focused) || tabs.find((client) => client.visibilityState === "visible")
+    || tabs[0];
   if (tab) {
-    await tab.focus();
     tab.postMessage({ type: "notificationclick", id: data.id, notification: data.notification || null });
+    await tab.focus().catch(() => {}); // the tab still opens it when the browser will not bring it forward
     return;
   }
   const link = safeLink(data.link);

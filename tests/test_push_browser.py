@@ -109,10 +109,28 @@ class Worker:
             if not registration.get("isDeleted"):
                 self.registrations[registration["scopeURL"]] = registration["registrationId"]
 
-    def push(self, data: str) -> None:
+    def push(self, message: dict[str, Any]) -> None:
         registration = until(lambda: self.registrations.get(self.origin + "/"))
         self.session.send("ServiceWorker.deliverPushMessage",
-                          {"origin": self.origin, "registrationId": registration, "data": data})
+                          {"origin": self.origin, "registrationId": registration, "data": json.dumps(message)})
+
+    def show(self, page: Any, message: dict[str, Any], expected: Callable[[list[str]], bool], tries: int = 3) -> None:
+        """Push ``message`` until the titles shown satisfy ``expected``. Headless Chromium now and then loses a
+        notification that a worker showed (``showNotification`` resolves, ``getNotifications`` never lists
+        it; about one in five with a minimal worker too), so a push is delivered again, at most ``tries``
+        times; showing it again with the same tag replaces it."""
+        for _ in range(tries):
+            self.push(message)
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                if expected(titles(page)):
+                    return
+                time.sleep(0.05)
+        raise AssertionError(f"shown: {titles(page)}")
+
+
+def titles(page: Any) -> list[str]:
+    return [n["title"] for n in page.evaluate(NOTIFICATIONS) or []]
 
 
 def test_enable_push_then_the_service_worker_shows_what_the_server_pushed(
@@ -163,23 +181,36 @@ def test_enable_push_then_the_service_worker_shows_what_the_server_pushed(
         pushed = until(lambda: service.at(browser.path))[0]
         plain = browser.decrypt(pushed.body)
         assert plain["data"]["title"] == "Parcel at the door"
-        worker.push(json.dumps(plain))
-        shown = until(lambda: page.evaluate(NOTIFICATIONS))
+        worker.show(page, plain, lambda shown: shown == ["Parcel at the door"])
+        shown = page.evaluate(NOTIFICATIONS)
         assert shown == [{"title": "Parcel at the door", "body": "Signed for by a neighbour",
                           "tag": published.json()["id"], "link": "/parcels/9"}]
 
         quiet = {"type": "notification", "data": {**plain["data"], "id": "notif_quiet", "title": "Quiet",
                                                   "silent": True}}
-        worker.push(json.dumps(quiet))
+        for _ in range(3):  # were it shown, all three would hardly be lost
+            worker.push(quiet)
         newer = {"type": "notification", "data": {**plain["data"], "id": "notif_b", "title": "Two parcels",
                                                   "collapse_key": "parcels"}}
         older = {"type": "notification", "data": {**newer["data"], "id": "notif_a", "title": "One parcel"}}
-        worker.push(json.dumps(older))
-        worker.push(json.dumps(newer))
-        until(lambda: [n["title"] for n in page.evaluate(NOTIFICATIONS)] == ["Parcel at the door", "Two parcels"])
+        worker.show(page, older, lambda shown: "One parcel" in shown)
+        worker.show(page, newer, lambda shown: sorted(shown) == ["Parcel at the door", "Two parcels"])
         time.sleep(0.3)
-        titles = sorted(n["title"] for n in page.evaluate(NOTIFICATIONS))
-        assert titles == ["Parcel at the door", "Two parcels"], titles
+        assert sorted(titles(page)) == ["Parcel at the door", "Two parcels"]
+
+        # A click with a tab of the app open: the worker hands it to the tab, which marks it read and follows
+        # its link. (Headless Chromium has no notification to click: the handler's step is run in the worker.)
+        page.close()  # the app's tab is then the only window of the site
+        tab = context.new_page()
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.goto(f"{server.url}/")
+        until(lambda: tab.evaluate("document.getElementById('connection-status').dataset.status") == "live")
+        clicked = published.json()
+        worker_scope = until(lambda: [w for w in context.service_workers if w.url.endswith("/static/sw.js")])[0]
+        worker_scope.evaluate("(n) => openApp({ id: n.id, link: n.link, notification: n })", clicked)
+        tab.wait_for_url(f"{server.url}/parcels/9")
+        mine = httpx.get(f"{server.url}/api/notifications", headers=server.user_headers(user)).json()["items"]
+        assert [n["is_read"] for n in mine if n["id"] == clicked["id"]] == [True]
         assert errors == []
     finally:
         context.close()
