@@ -59,7 +59,8 @@ def verify(secret: bytes, header: str | None, body: bytes, now: float | None = N
     if header is None:
         raise BadSignature("signature missing: send X-Notify-Signature (or Authorization: Bearer <JWT>)")
     timestamp, signatures = parse(header)
-    skew = (time.time() if now is None else now) - timestamp
+    # Whole seconds on both sides, as the header carries them: 301 s off is refused whatever the fraction.
+    skew = int(time.time() if now is None else now) - timestamp
     if abs(skew) > TOLERANCE_S:
         raise BadSignature(f"X-Notify-Signature timestamp is {abs(skew):.0f} s from this server's clock "
                            f"(at most {TOLERANCE_S} s)")

@@ -265,8 +265,8 @@ def _refusals(server: ServerProcess) -> dict[str, httpx.Response]:
     cases = {
         "tampered body": (raw.replace(b"123456", b"654321"), good),
         "wrong secret": (raw, sign("whsec_" + "x" * 40, raw)),
-        "301 s old": (raw, sign(SECRET, raw, now - 301)),
-        "301 s ahead": (raw, sign(SECRET, raw, now + 301)),
+        "301 s old": (raw, lambda: sign(SECRET, raw, int(time.time()) - 301)),  # signed as it is sent
+        "301 s ahead": (raw, lambda: sign(SECRET, raw, int(time.time()) + 301)),
         "no header": (raw, None),
         "empty header": (raw, ""),
         "no t": (raw, f"v1={digest}"),
@@ -277,7 +277,7 @@ def _refusals(server: ServerProcess) -> dict[str, httpx.Response]:
         "two t": (raw, f"t={now},t={now},v1={digest}"),
         "garbage": (raw, "sha256=" + digest),
     }
-    return {name: _signed_post(server, body, header, browser=browser)
+    return {name: _signed_post(server, body, header() if callable(header) else header, browser=browser)
             for name, (body, header) in cases.items() for browser in (False, True)}
 
 
