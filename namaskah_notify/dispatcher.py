@@ -110,6 +110,7 @@ class Dispatcher:
         preferences go (other nodes hear of it through the broker)."""
         self._seen.discard(user_id)
         self.preferences.forget(user_id)
+        self._writer.forget(user_id)
         now = time.monotonic()
         self._erased = {u: t for u, t in self._erased.items() if now - t < ERASED_FOR_S}
         self._erased[user_id] = now

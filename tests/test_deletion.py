@@ -208,6 +208,10 @@ async def erase_and_check(server: ServerProcess, database_url: str) -> None:
     publish(server, user, 3)
     verification = start_verification(server, user, provider="fake")
     assert fake_sms(server, verification["id"], f"Your code is {code8()}", message_id="m1").status_code == 201
+    # The poller stores the code's notification: let it finish first (an erasure racing a poll in flight is a
+    # known limit: the poll's notification can land after the erasure).
+    await eventually(lambda: any(item["type"] == "sms_received" for item in listed(server, user)["items"]),
+                     timeout=15)
     keyed = httpx.post(f"{server.url}/api/notifications", json={"user_id": new_user("someone"), "title": "hi"},
                        headers={"Authorization": f"Bearer {server.token(user, admin=True)}",
                                 "Idempotency-Key": "erase-me"}, timeout=10)

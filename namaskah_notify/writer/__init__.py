@@ -29,6 +29,7 @@ from ..errors import IdempotencyMismatch
 from ..protocol import NotificationTemplate
 from ..schemas import Content, Notification, iso
 
+KNOWN_USERS = 200_000  # users a writer remembers as recorded
 MAX_BATCH_ROWS = 5000  # recipients in one group commit; bounds one transaction's size and time
 DEDUPE_KEY_CHARS = 300  # the column's size
 
@@ -118,6 +119,26 @@ KeyRow = tuple[str, str, str, int, str]  # an idempotency key's (publisher, key,
 
 
 class Writer(ABC):
+    def __init__(self) -> None:
+        # Users this writer knows are in the ``users`` table: a commit inserts only the others (most
+        # publishes go to users already known, and then cost no extra statement).
+        self._known: set[str] = set()
+
+    def unknown(self, users: list[str]) -> list[str]:
+        """Of ``users``, those this writer has not seen recorded."""
+        known = self._known
+        return [user for user in users if user not in known]
+
+    def recorded(self, users: list[str]) -> None:
+        """``users`` are in the ``users`` table now (their commit went through)."""
+        if len(self._known) + len(users) > KNOWN_USERS:
+            self._known.clear()  # bounded: the next commits insert (and ignore) a few again
+        self._known.update(users)
+
+    def forget(self, user_id: str) -> None:
+        """The user was erased: their next notification records them again."""
+        self._known.discard(user_id)
+
     @abstractmethod
     async def start(self) -> None: ...
 

@@ -85,6 +85,7 @@ def _refused(exc: BaseException) -> bool:
 
 class PostgresWriter(Writer):
     def __init__(self, dsn: str, on_commit: OnCommit, *, idempotency_ttl: timedelta = timedelta(days=1)) -> None:
+        super().__init__()
         self._dsn = dsn
         self._idempotency_ttl = idempotency_ttl
         self._on_commit = on_commit
@@ -189,10 +190,14 @@ class PostgresWriter(Writer):
                     [c.link for c in contents], [metas[id(c)] for c in contents], now, [key for _, key in rows],
                     [c.priority for c in contents], [c.expires_at for c in contents],
                     [c.collapse_key for c in contents])
-                await connection.execute(_USERS, batch.users, now)
+                fresh = self.unknown(batch.users)
+                if fresh:
+                    await connection.execute(_USERS, fresh, now)
                 collapsing = sorted({(r.user_id, r.content.collapse_key) for r in records if r.content.collapse_key})
                 if collapsing:
                     await connection.execute(_COLLAPSE, [u for u, _ in collapsing], [k for _, k in collapsing])
             if batch.idempotent:  # the answer is stored with the key, in this transaction
                 await connection.executemany(_KEYS_INSERT, [(*row, now) for row in batch.key_rows(answers)])
+        if rows and fresh:
+            self.recorded(fresh)  # committed
         return answers

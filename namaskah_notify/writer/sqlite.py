@@ -47,8 +47,8 @@ FROM (SELECT key AS ord, value ->> 0 AS id, value ->> 1 AS user_id, value ->> 2 
       FROM json_each(?1)) AS r
 """
 _BY_KEYS = f"SELECT {_COLUMNS}, read_at FROM notifications WHERE dedupe_key IN (SELECT value FROM json_each(?))"
-# Everyone notified becomes known (a broadcast reaches them); the bump's JSON object has them as keys.
-_USERS = ("INSERT INTO users (user_id, first_seen, last_seen) SELECT key, ?2, ?2 FROM json_each(?1) WHERE true "
+# Everyone notified becomes known (a broadcast reaches them).
+_USERS = ("INSERT INTO users (user_id, first_seen, last_seen) SELECT value, ?2, ?2 FROM json_each(?1) WHERE true "
           "ON CONFLICT (user_id) DO NOTHING")
 # A newer notification with the same collapse key replaces the older ones: hidden, and no longer unread.
 _COLLAPSE = ("UPDATE notifications SET replaced = 1, is_read = 1 WHERE user_id = ?1 AND collapse_key = ?2 "
@@ -95,6 +95,7 @@ def _record(row: tuple) -> Notification:
 class SqliteWriter(Writer):
     def __init__(self, path: str, on_commit: OnCommit, *, synchronous: str = "FULL",
                  idempotency_ttl: timedelta = timedelta(days=1)) -> None:
+        super().__init__()
         self._path = path
         self._idempotency_ttl = idempotency_ttl
         self._synchronous = synchronous
@@ -236,7 +237,9 @@ class SqliteWriter(Writer):
                         collapsing.update((u, c.collapse_key) for u in write.user_ids)
                 now = utcnow()
                 connection.execute(_INSERT, (orjson.dumps(rows).decode(), _stamp(now)))
-                connection.execute(_USERS, (counts, _stamp(now)))
+                fresh = self.unknown(batch.users)
+                if fresh:
+                    connection.execute(_USERS, (orjson.dumps(fresh).decode(), _stamp(now)))
                 if collapsing:
                     connection.executemany(_COLLAPSE, sorted(collapsing))
             assigned = None
@@ -244,6 +247,8 @@ class SqliteWriter(Writer):
                 assigned = batch.assign(last, now)
                 connection.executemany(_KEYS_INSERT, [(*row, _stamp(now)) for row in batch.key_rows(assigned[0])])
             connection.execute("COMMIT")
+            if batch.users and fresh:
+                self.recorded(fresh)
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 connection.execute("ROLLBACK")
