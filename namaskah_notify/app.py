@@ -97,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         node.start()
         webpush = WebPush(settings, vapid, Subscriptions(engine), hub, broker, stats.registry)
         await webpush.start()
-        dispatcher.offline.append(webpush.offer)
+        dispatcher.offline.append(webpush)
         sms = SmsService.build(settings, engine, dispatcher, stats.registry, node_id)
         sms.start()
         pruner = Pruner(settings, on_removed=stats.pruned)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from . import protocol
 from .brokers import Broker, Frame, Message, Push
@@ -27,6 +28,14 @@ from .writer import Idempotency, Stored, Write, Writer, create_writer, sms_dedup
 
 log = logging.getLogger("namaskah_notify.dispatcher")
 ERASED_FOR_S = 60.0  # an erased user's closing connections are not recorded as seen for this long
+
+
+class OfflineChannel(Protocol):
+    """A way to reach users beyond their open tabs (Web Push)."""
+
+    subscribers: set[str]  # the users it can reach: only their notifications are offered
+
+    def offer(self, offers: list[Offer]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +67,9 @@ class Dispatcher:
         self._erased: dict[str, float] = {}  # user -> when erased (monotonic)
         self._seen_task: asyncio.Task[None] | None = None
         self.preferences = preferences or PreferenceBook()
-        # Channels that reach users beyond their open tabs (Web Push): each is handed every pushed
-        # notification, after the broker, and must only queue (it decides who is offline).
-        self.offline: list[Callable[[list[Offer]], None]] = []
+        # Channels that reach users beyond their open tabs (Web Push): each is handed the pushed
+        # notifications of its subscribers, after the broker, and must only queue (it decides who is offline).
+        self.offline: list[OfflineChannel] = []
 
     async def start(self) -> None:
         await self._writer.start()
@@ -200,7 +209,7 @@ class Dispatcher:
         messages: list[Message] = []
         offers: list[Offer] = []
         now = utcnow()
-        book, offering = self.preferences, bool(self.offline)
+        book, channels = self.preferences, self.offline
         for stored in batch:
             first = stored.records[0]
             content = first.content
@@ -212,15 +221,15 @@ class Dispatcher:
                 if silent:  # muted, or quiet hours: delivered without a sound
                     data = data[:-1] + ',"silent":true}'
                 messages.append(Push(record.user_id, record.seq, created, protocol.wrap_notification(data)))
-                if offering:
+                if channels and any(record.user_id in channel.subscribers for channel in channels):
                     offers.append(Offer(record.user_id, data, content.priority, silent))
         if not messages:
             return
         self._stats.published(len(messages))
         self._publish(messages)
-        for hook in self.offline:
+        for channel in channels if offers else ():
             try:
-                hook(offers)
+                channel.offer(offers)
             except Exception:  # a push channel's trouble never reaches publishing
                 log.exception("handing %d notifications to a push channel failed", len(offers))
         if log.isEnabledFor(logging.INFO):

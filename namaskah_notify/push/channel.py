@@ -69,7 +69,7 @@ class WebPush:
         self._slots = asyncio.Semaphore(settings.push_concurrency)
         self._sender = Sender(self.policy, timeout_s=settings.push_timeout_s,
                               max_connections=settings.push_concurrency)
-        self._subscribers: set[str] = set()
+        self.subscribers: set[str] = set()  # users with a subscription: the dispatcher offers only theirs
         self._read_until: datetime | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._sending: set[asyncio.Task[None]] = set()
@@ -91,12 +91,12 @@ class WebPush:
     # -- the dispatcher's side: never waits, never raises ---------------------------------------------
     def offer(self, offers: list[Offer]) -> None:
         for offer in offers:
-            if not offer.silent and offer.user_id in self._subscribers:
+            if not offer.silent and offer.user_id in self.subscribers:
                 self._enqueue(offer)
 
     def subscribed(self, user_id: str) -> None:
         """A subscription of the user's was stored on this node: offer their notifications from now on."""
-        self._subscribers.add(user_id)
+        self.subscribers.add(user_id)
 
     def _enqueue(self, item: Offer | Push) -> None:
         try:
@@ -129,7 +129,7 @@ class WebPush:
 
     async def _refresh(self) -> None:
         users, now = await self.store.users_since(self._read_until)
-        self._subscribers |= users
+        self.subscribers |= users
         self._read_until = now - LOOKBACK
 
     async def _refresh_forever(self) -> None:

@@ -21,7 +21,7 @@ import random
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -142,15 +142,18 @@ class Writer(ABC):
     @abstractmethod
     async def start(self) -> None: ...
 
-    async def add(self, write: Write) -> Stored:
-        """Store ``write``; returns once it is committed (and handed to ``on_commit``).
+    def add(self, write: Write) -> Awaitable[Stored]:
+        """Store ``write``; the answer comes once it is committed (and handed to ``on_commit``).
 
         A write to more than ``MAX_BATCH_ROWS`` users (a big broadcast) is committed in chunks of that
         size, queued back to back, so no transaction grows with the audience and each chunk is pushed as
         soon as it is stored. Each user is in one chunk, so every user's pushes stay in ``seq`` order. If
         a chunk fails, the caller hears so; the chunks before it stay stored and pushed."""
         if len(write.user_ids) <= MAX_BATCH_ROWS:
-            return await self._submit(write)
+            return self._submit(write)  # the common case: the writer's own future, no coroutine around it
+        return self._add_chunked(write)
+
+    async def _add_chunked(self, write: Write) -> Stored:
         users = write.user_ids
         # The first chunk carries the Idempotency-Key: a repeat stops there, before storing the rest.
         first = await self._submit(Write(users[:MAX_BATCH_ROWS], write.content, idempotency=write.idempotency))
