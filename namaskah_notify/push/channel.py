@@ -25,13 +25,14 @@ import httpcore
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ..brokers import Broker
+from ..client._retry import parse_retry_after as retry_after  # one parser of Retry-After for both
 from ..config import Settings
 from ..dispatcher import Offer
 from ..errors import BadEndpoint
 from ..hub import Hub
 from ..schemas import utcnow
 from .endpoints import EndpointPolicy
-from .message import Subscription, VapidKey, encrypt, headers, payload, retry_after
+from .message import Subscription, VapidKey, encrypt, headers, payload
 from .sender import RefusedAddress, Sender
 from .store import Subscriptions
 

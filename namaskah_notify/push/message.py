@@ -17,7 +17,6 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -184,17 +183,3 @@ def encrypt(body: bytes, subscription: Subscription) -> bytes:
     return http_ece.encrypt(body, private_key=ec.generate_private_key(ec.SECP256R1()),
                             dh=client_key(subscription.p256dh), auth_secret=auth_secret(subscription.auth),
                             version="aes128gcm")
-
-
-def retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header (a number of seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
