@@ -47,6 +47,8 @@ class Offer:
     data: str
     priority: str
     silent: bool
+
+
 DELETED_IDS_PER_FRAME = 1000
 
 SMS_TITLE = "📱 SMS Code Received"
@@ -209,7 +211,10 @@ class Dispatcher:
         messages: list[Message] = []
         offers: list[Offer] = []
         now = utcnow()
-        book, channels = self.preferences, self.offline
+        # Per notification only dictionary and set look-ups: most users changed no preference and have no
+        # push subscription, and then cost nothing more.
+        changed = self.preferences.changed
+        reachable = [channel.subscribers for channel in self.offline if channel.subscribers]
         for stored in batch:
             first = stored.records[0]
             content = first.content
@@ -217,17 +222,19 @@ class Dispatcher:
                 continue  # stored, and already past: never pushed
             created = first.created_at.timestamp()  # one moment per write
             for record, data in zip(stored.records, stored.data, strict=True):
-                silent = book.silences(record.user_id, content.type, content.priority, now)
+                user_id = record.user_id
+                preferences = changed.get(user_id) if changed else None
+                silent = preferences is not None and preferences.silences(content.type, content.priority, now)
                 if silent:  # muted, or quiet hours: delivered without a sound
                     data = data[:-1] + ',"silent":true}'
-                messages.append(Push(record.user_id, record.seq, created, protocol.wrap_notification(data)))
-                if channels and any(record.user_id in channel.subscribers for channel in channels):
-                    offers.append(Offer(record.user_id, data, content.priority, silent))
+                messages.append(Push(user_id, record.seq, created, protocol.wrap_notification(data)))
+                if reachable and any(user_id in subscribers for subscribers in reachable):
+                    offers.append(Offer(user_id, data, content.priority, silent))
         if not messages:
             return
         self._stats.published(len(messages))
         self._publish(messages)
-        for channel in channels if offers else ():
+        for channel in self.offline if offers else ():
             try:
                 channel.offer(offers)
             except Exception:  # a push channel's trouble never reaches publishing

@@ -70,24 +70,20 @@ class PreferenceBook:
     """The preferences of every user who changed them, in memory."""
 
     def __init__(self) -> None:
-        self._by_user: dict[str, Preferences] = {}
+        self.changed: dict[str, Preferences] = {}  # only users off the defaults: most pushes find nobody here
         self._seen: datetime | None = None
 
     def get(self, user_id: str) -> Preferences:
-        return self._by_user.get(user_id, DEFAULTS)
+        return self.changed.get(user_id, DEFAULTS)
 
     def note(self, user_id: str, preferences: Preferences) -> None:
         if preferences == DEFAULTS:
-            self._by_user.pop(user_id, None)
+            self.changed.pop(user_id, None)
         else:
-            self._by_user[user_id] = preferences
+            self.changed[user_id] = preferences
 
     def forget(self, user_id: str) -> None:
-        self._by_user.pop(user_id, None)
-
-    def silences(self, user_id: str, notification_type: str, priority: str, moment: datetime) -> bool:
-        preferences = self._by_user.get(user_id)
-        return preferences is not None and preferences.silences(notification_type, priority, moment)
+        self.changed.pop(user_id, None)
 
     async def refresh(self, store: Store) -> None:
         """Read what changed since the last read (everything, the first time)."""
